@@ -1,0 +1,120 @@
+"""Launching ``dora run`` and finding what it produced (XP signatures, folders, checkpoints, metrics).
+
+Building the argument list is :func:`musicpipe.presets.dora_run_args` (pure); this module runs it.
+
+Example:
+    >>> from musicpipe import presets, dora
+    >>> p = presets.load_preset("demo_cpu")
+    >>> args = presets.dora_run_args(p, "compression", dset="synthetic_demo")
+    >>> run = dora.run(args, workspace="/tmp/ws")      # doctest: +SKIP
+    >>> run.sig, run.checkpoint                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+import typing as tp
+from pathlib import Path
+
+from musicpipe import audiocraft_env, paths, presets
+
+logger = logging.getLogger(__name__)
+
+
+class DoraError(RuntimeError):
+    """``dora run`` failed; the message holds the tail of its output."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DoraRun:
+    sig: str
+    folder: Path
+    returncode: int
+    output_tail: str
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "checkpoint.th"
+
+    def history(self) -> tp.List[tp.Dict[str, tp.Any]]:
+        return read_history(self.folder)
+
+
+def xp_signature(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None) -> str:
+    """The XP signature Dora gives ``args`` (as from :func:`dora_run_args`), computed without training.
+
+    Runs in a subprocess so Hydra's global state and AudioCraft's imports stay out of the caller.
+    """
+    code = ("import json, sys; from musicpipe.dora_entry.train import main; "
+            "print('SIG=' + main.get_xp(json.loads(sys.argv[1])).sig)")
+    res = subprocess.run([sys.executable, "-c", code, json.dumps(presets.hydra_overrides(args))],
+                         capture_output=True, text=True, env=audiocraft_env.environment(workspace),
+                         cwd=paths.REPO_ROOT)
+    for line in res.stdout.splitlines():
+        if line.startswith("SIG="):
+            return line[4:].strip()
+    raise DoraError(f"could not compute the XP signature for {' '.join(args)}:\n{res.stderr[-3000:]}")
+
+
+def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None,
+        echo: bool = True, tail_lines: int = 60) -> DoraRun:
+    """Run ``python -m dora <args>`` with the integration layer's environment; raise on failure.
+
+    Output is streamed (``echo``) and its tail kept for the error message. Prints ``xp: <sig>``
+    on a line of its own before training starts. Re-running the same args resumes the same XP
+    from its last checkpoint (Dora's behaviour).
+    """
+    sig = xp_signature(args, workspace)
+    folder = paths.xp_dir(sig, workspace)
+    print(f"xp: {sig}", flush=True)
+    logger.info("dora %s (xp folder %s)", " ".join(args), folder)
+    cmd = [sys.executable, "-m", "dora", *args]
+    tail: tp.Deque[str] = collections.deque(maxlen=tail_lines)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=audiocraft_env.environment(workspace), cwd=paths.REPO_ROOT, bufsize=1)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail.append(line.rstrip("\n"))
+        if echo:
+            sys.stdout.write(line)
+    proc.wait()
+    result = DoraRun(sig=sig, folder=folder, returncode=proc.returncode, output_tail="\n".join(tail))
+    if proc.returncode != 0:
+        raise DoraError(f"dora {' '.join(args)} exited with {proc.returncode} (xp {sig}, {folder}):\n"
+                        + result.output_tail)
+    return result
+
+
+def read_history(folder: tp.Union[str, Path]) -> tp.List[tp.Dict[str, tp.Any]]:
+    """``history.json`` of an XP: one dict per epoch keyed by stage (train/valid/evaluate/generate)."""
+    path = Path(folder) / "history.json"
+    if not path.exists():
+        return []
+    return json.loads(path.read_text())
+
+
+def xp_config(folder: tp.Union[str, Path]) -> tp.Dict[str, tp.Any]:
+    """The resolved-at-launch Hydra config Dora saved in ``<xp>/.hydra/config.yaml``."""
+    import yaml
+
+    path = Path(folder) / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise DoraError(f"{path} is missing: is {folder} a Dora XP that has started?")
+    return yaml.safe_load(path.read_text())
+
+
+def codec_info(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> presets.CodecInfo:
+    """n_q, codebook size, sample rate and channels of a trained codec XP (read from its config)."""
+    folder = paths.xp_dir(sig, workspace)
+    cfg = xp_config(folder)
+    if cfg.get("solver") != "compression":
+        raise DoraError(f"XP {sig} is a {cfg.get('solver')!r} run, not a compression (codec) run")
+    if not (folder / "checkpoint.th").exists():
+        raise DoraError(f"codec XP {sig} has no checkpoint.th yet ({folder})")
+    return presets.CodecInfo(sig=sig, n_q=int(cfg["rvq"]["n_q"]), card=int(cfg["rvq"]["bins"]),
+                             sample_rate=int(cfg["sample_rate"]), channels=int(cfg["channels"]))

@@ -1,0 +1,111 @@
+"""AudioCraft's data contract: manifest records, sidecar metadata, dset configs; all written atomically.
+
+Example:
+    >>> rec = AudioRecord(path="/ws/a.wav", duration=10.0, sample_rate=32000)
+    >>> rec.to_dict()["info_path"] is None
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import typing as tp
+from pathlib import Path
+
+from musicpipe import paths
+
+# MusicInfo fields AudioCraft's MusicDataset requires as keys in every sidecar (keywords optional).
+SIDECAR_FIELDS = ("title", "artist", "key", "bpm", "genre", "moods", "keywords", "description", "name",
+                  "instrument")
+
+
+def atomic_write_text(path: tp.Union[str, Path], text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioRecord:
+    """One line of ``data.jsonl`` (AudioCraft's ``AudioMeta``)."""
+
+    path: str
+    duration: float
+    sample_rate: int
+    amplitude: tp.Optional[float] = None
+    weight: tp.Optional[float] = None
+    info_path: tp.Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not Path(self.path).is_absolute():
+            raise ValueError(f"manifest paths must be absolute (Dora runs elsewhere): {self.path!r}")
+        if not self.duration > 0:
+            raise ValueError(f"{self.path}: duration must be positive, got {self.duration}")
+        if self.sample_rate <= 0:
+            raise ValueError(f"{self.path}: sample_rate must be positive, got {self.sample_rate}")
+
+    def to_dict(self) -> tp.Dict[str, tp.Any]:
+        return dataclasses.asdict(self)
+
+
+def write_manifest(records: tp.Iterable[AudioRecord], egs_dir: tp.Union[str, Path]) -> Path:
+    """Write ``<egs_dir>/data.jsonl`` sorted by path (a re-run gives identical bytes)."""
+    lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in sorted(records, key=lambda r: r.path)]
+    return atomic_write_text(Path(egs_dir) / "data.jsonl", "".join(line + "\n" for line in lines))
+
+
+def read_manifest(egs_dir: tp.Union[str, Path]) -> tp.List[AudioRecord]:
+    path = Path(egs_dir) / "data.jsonl"
+    with open(path, encoding="utf-8") as f:
+        return [AudioRecord(**json.loads(line)) for line in f if line.strip()]
+
+
+def sidecar(**fields: tp.Any) -> tp.Dict[str, tp.Any]:
+    """A sidecar dict with every MusicInfo key present (None for unknown)."""
+    unknown = set(fields) - set(SIDECAR_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown sidecar fields: {sorted(unknown)}")
+    return {key: fields.get(key) for key in SIDECAR_FIELDS}
+
+
+def write_sidecar(audio_path: tp.Union[str, Path], info: tp.Mapping[str, tp.Any]) -> Path:
+    """``<audio>.json`` beside the audio file, where AudioCraft's MusicDataset looks for it."""
+    data = sidecar(**info)
+    return atomic_write_text(Path(audio_path).with_suffix(".json"),
+                             json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+
+
+def dset_config_text(name: str, workspace: tp.Union[str, Path], sample_rate: int = 32000, channels: int = 1) -> str:
+    """A dset config naming the dataset's egs folders through ``$MUSICPIPE_WORKSPACE``."""
+    ws = paths.workspace_root(workspace)
+    base = f"${{oc.env:MUSICPIPE_WORKSPACE,{ws}}}/data/{name}/egs"
+    return (
+        "# @package __global__\n\n"
+        f"# Written by musicpipe for the dataset {name!r}; name it as dset=audio/{name}.\n"
+        "datasource:\n"
+        f"  max_sample_rate: {int(sample_rate)}\n"
+        f"  max_channels: {int(channels)}\n"
+        f"  train: {base}/train\n"
+        f"  valid: {base}/valid\n"
+        f"  evaluate: {base}/valid\n"
+        f"  generate: {base}/valid\n"
+    )
+
+
+def write_dset_config(name: str, workspace: tp.Union[str, Path], sample_rate: int = 32000,
+                      channels: int = 1) -> Path:
+    """``<ws>/config/dset/audio/<name>.yaml`` (the SearchPathPlugin makes it ``dset=audio/<name>``)."""
+    target = paths.workspace_config_dir(workspace) / "dset" / "audio" / f"{name}.yaml"
+    return atomic_write_text(target, dset_config_text(name, workspace, sample_rate, channels))
