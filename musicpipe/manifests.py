@@ -89,8 +89,9 @@ def write_sidecar(audio_path: tp.Union[str, Path], info: tp.Mapping[str, tp.Any]
 
 def dset_config_text(name: str, workspace: tp.Union[str, Path], sample_rate: int = 32000, channels: int = 1) -> str:
     """A dset config naming the dataset's egs folders through ``$MUSICPIPE_WORKSPACE``."""
-    ws = paths.workspace_root(workspace)
-    base = f"${{oc.env:MUSICPIPE_WORKSPACE,{ws}}}/data/{name}/egs"
+    ws = str(paths.workspace_root(workspace)).replace("\\", "\\\\").replace("'", "\\'")
+    # quoted: the interpolation grammar rejects spaces and non-ASCII characters in a bare default
+    base = f"${{oc.env:MUSICPIPE_WORKSPACE,'{ws}'}}/data/{name}/egs"
     return (
         "# @package __global__\n\n"
         f"# Written by musicpipe for the dataset {name!r}; name it as dset=audio/{name}.\n"

@@ -1,0 +1,5 @@
+import sys
+
+from musicpipe.cli import main
+
+sys.exit(main())

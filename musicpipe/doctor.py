@@ -1,0 +1,150 @@
+"""``musicpipe doctor``: is this machine ready to train? One table, non-zero exit when it is not.
+
+Example:
+    >>> from musicpipe import doctor
+    >>> rows = doctor.run_checks()            # doctest: +SKIP
+    >>> print(doctor.format_table(rows))      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import typing as tp
+from pathlib import Path
+
+from musicpipe import audiocraft_env, paths
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+MIN_FREE_GB = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+
+
+def _version(dist: str) -> tp.Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_ffmpeg() -> Check:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        return Check("ffmpeg", FAIL, "not found on PATH (AudioCraft writes audio through it): "
+                                     "apt-get install -y ffmpeg, or run `make setup` as root")
+    try:
+        first = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check("ffmpeg", FAIL, f"{exe} does not run: {exc}")
+    version = first[0].split(" Copyright")[0] if first else "unknown version"
+    return Check("ffmpeg", OK, f"{version} ({exe})")
+
+
+def check_packages() -> tp.List[Check]:
+    rows = [Check("python", OK if sys.version_info[:2] == (3, 11) else WARN, sys.version.split()[0])]
+    for dist, label in (("torch", "torch"), ("torchaudio", "torchaudio"), ("audiocraft", "audiocraft"),
+                        ("dora-search", "dora"), ("hydra-core", "hydra"), ("xformers", "xformers")):
+        version = _version(dist)
+        rows.append(Check(label, OK if version else FAIL, version or f"not installed: run `make setup`"))
+    return rows
+
+
+def check_gpus() -> Check:
+    try:
+        import torch
+    except ImportError:
+        return Check("cuda", FAIL, "torch is not importable")
+    if not torch.cuda.is_available():
+        return Check("cuda", OK, f"CPU only (torch {torch.__version__}, {os.cpu_count()} CPU cores)")
+    parts = []
+    for i in range(torch.cuda.device_count()):
+        prop = torch.cuda.get_device_properties(i)
+        parts.append(f"{i}: {prop.name} {prop.total_memory / 2**30:.0f} GiB")
+    return Check("cuda", OK, f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s): " + "; ".join(parts))
+
+
+def check_disk(workspace: tp.Optional[tp.Union[str, Path]] = None) -> Check:
+    ws = paths.workspace_root(workspace)
+    probe = ws
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free_gb = shutil.disk_usage(probe).free / 2**30
+    status = OK if free_gb >= MIN_FREE_GB else WARN
+    return Check("disk", status, f"{free_gb:.1f} GiB free under {ws}" +
+                 ("" if status == OK else f" (less than {MIN_FREE_GB:.0f} GiB: checkpoints and data will not fit)"))
+
+
+def check_environment(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
+    env = audiocraft_env.environment(workspace)
+    rows = []
+    for key in ("MUSICPIPE_WORKSPACE", "USER", "AUDIOCRAFT_TEAM", "AUDIOCRAFT_DORA_DIR", "DORA_PACKAGE"):
+        origin = "set" if os.environ.get(key) == env[key] else "set by musicpipe when it runs AudioCraft"
+        rows.append(Check(f"env {key}", OK, f"{env[key]} ({origin})"))
+    return rows
+
+
+def check_hydra(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
+    """AudioCraft's config tree and model_config/ are both config sources, and ours resolve."""
+    try:
+        from musicpipe import config
+
+        sources = config.search_path(workspace)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the finding
+        return [Check("hydra", FAIL, f"cannot build AudioCraft's Hydra search path: {type(exc).__name__}: {exc}")]
+    rows = []
+    audiocraft_cfg = [s for s in sources if s.endswith("/config") and "audiocraft" in s]
+    ours = [s for s in sources if s.endswith(str(paths.MODEL_CONFIG_DIR))]
+    rows.append(Check("hydra audiocraft configs", OK if audiocraft_cfg else FAIL,
+                      audiocraft_cfg[0] if audiocraft_cfg else "AudioCraft's config/ is not a config source: "
+                      "AudioCraft must be installed editable from its sdist (`make setup`)"))
+    rows.append(Check("hydra model_config", OK if ours else FAIL,
+                      ours[0] if ours else "model_config/ is not a config source: the hydra_plugins "
+                      "SearchPathPlugin was not found (is the project installed with `make setup`?)"))
+    if audiocraft_cfg and ours:
+        try:
+            cfg = config.compose(["solver=musicgen/musicgen_base_32khz", "conditioner=genre_lut",
+                                  "dset=audio/fma_small_mini"], workspace, resolve=False)
+            ok = list(cfg.conditioners.keys()) == ["genre"] and cfg.datasource.max_sample_rate == 32000
+            rows.append(Check("hydra compose", OK if ok else FAIL,
+                              "solver=musicgen/... conditioner=genre_lut dset=audio/fma_small_mini resolve"
+                              if ok else "our conditioner/dset configs composed to unexpected values"))
+        except Exception as exc:  # noqa: BLE001
+            rows.append(Check("hydra compose", FAIL, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def run_checks(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
+    rows = [check_ffmpeg(), *check_packages(), check_gpus(), check_disk(workspace),
+            *check_environment(workspace)]
+    if all(r.status != FAIL for r in rows if r.name in ("audiocraft", "dora", "hydra", "torch")):
+        rows += check_hydra(workspace)
+    return rows
+
+
+def format_table(rows: tp.Sequence[Check]) -> str:
+    width = max(len(r.name) for r in rows)
+    lines = [f"{'check'.ljust(width)}  status  detail", f"{'-' * width}  ------  {'-' * 40}"]
+    lines += [f"{r.name.ljust(width)}  {r.status.ljust(6)}  {r.detail}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(workspace: tp.Optional[tp.Union[str, Path]] = None) -> int:
+    rows = run_checks(workspace)
+    print(format_table(rows))
+    failed = [r for r in rows if r.status == FAIL]
+    warned = [r for r in rows if r.status == WARN]
+    if failed:
+        print(f"doctor: {len(failed)} required check(s) failed: " + "; ".join(f"{r.name}: {r.detail}" for r in failed))
+        return 1
+    print(f"doctor: ready ({len(rows)} checks, {len(warned)} warning(s))")
+    return 0

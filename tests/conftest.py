@@ -1,0 +1,44 @@
+"""Shared fixtures. One workspace per test session: AudioCraft reads its Dora folder once per process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A space and a non-ASCII character in the path, as users' folders have.
+    ws = tmp_path_factory.mktemp("ws") / "work space é"
+    ws.mkdir()
+    os.environ["MUSICPIPE_WORKSPACE"] = str(ws)
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    assert exe, "ffmpeg missing: `make setup` installs it"
+    return exe
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m musicpipe ...`` in a subprocess, as users do."""
+    return subprocess.run([sys.executable, "-m", "musicpipe", *args], capture_output=True, text=True,
+                          env=env if env is not None else dict(os.environ), cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_data(workspace: Path) -> dict:
+    """The synthetic dataset the demo_cpu preset names (4 genres x 3 clips of 3 s)."""
+    from musicpipe import synthetic
+
+    return synthetic.make_dataset("synthetic_demo", workspace, tracks_per_genre=3, duration=3.0)
