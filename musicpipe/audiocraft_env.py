@@ -18,8 +18,11 @@ import collections
 import copy
 import functools
 import getpass
+import hashlib
 import logging
 import os
+import re
+import tempfile
 import typing as tp
 from pathlib import Path
 
@@ -32,6 +35,36 @@ DORA_MAIN_MODULE = "train"
 _ACTIVATED = False
 
 
+# What Hydra's override grammar accepts unquoted; Dora passes `hydra.run.dir=<xp folder>` unquoted.
+_HYDRA_SAFE_PATH = re.compile(r"^[A-Za-z0-9_\-+./:@~%]+$")
+
+
+def hydra_safe_dora_dir(workspace: tp.Optional[tp.Union[str, Path]] = None, create: bool = True) -> Path:
+    """The experiments folder as Dora should see it.
+
+    Dora hands the XP folder to Hydra as an unquoted override, which breaks on spaces and other
+    characters a user's workspace path may hold. For such a workspace this returns a symlink
+    without them (under the temp dir, named by a hash of the real path) pointing at
+    ``<ws>/experiments/audiocraft``, so experiments still live in the workspace.
+    """
+    real = paths.dora_dir(workspace)
+    if _HYDRA_SAFE_PATH.match(str(real)):
+        return real
+    digest = hashlib.sha1(str(real).encode("utf-8")).hexdigest()[:16]
+    link = Path(tempfile.gettempdir()) / f"musicpipe-dora-{os.getuid()}" / digest
+    if create:
+        real.mkdir(parents=True, exist_ok=True)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() and Path(os.readlink(link)) != real:
+            link.unlink()
+        if not link.is_symlink():
+            tmp = link.with_name(f".{digest}.{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(real, target_is_directory=True)
+            os.replace(tmp, link)
+    return link
+
+
 def environment(workspace: tp.Optional[tp.Union[str, Path]] = None,
                 base: tp.Optional[tp.Mapping[str, str]] = None) -> tp.Dict[str, str]:
     """The environment AudioCraft and Dora need, on top of ``base`` (default ``os.environ``).
@@ -40,7 +73,8 @@ def environment(workspace: tp.Optional[tp.Union[str, Path]] = None,
     config interpolates it), ``AUDIOCRAFT_TEAM=default``, ``AUDIOCRAFT_DORA_DIR`` (under the
     workspace), ``DORA_PACKAGE``/``DORA_MAIN_MODULE`` (our entry package) and
     ``HF_HUB_OFFLINE=1`` unless the caller set it (T5 checks decide about the hub explicitly).
-    Pure apart from reading ``base``.
+    Pure apart from reading ``base``, and creating the symlink :func:`hydra_safe_dora_dir` needs
+    when the workspace path has spaces or other characters Hydra's override grammar rejects.
     """
     env = dict(os.environ if base is None else base)
     ws = paths.workspace_root(workspace if workspace is not None else env.get(paths.WORKSPACE_ENV))
@@ -51,7 +85,7 @@ def environment(workspace: tp.Optional[tp.Union[str, Path]] = None,
         except (KeyError, OSError):
             env["USER"] = "musicpipe"
     env.setdefault("AUDIOCRAFT_TEAM", "default")
-    env["AUDIOCRAFT_DORA_DIR"] = str(paths.dora_dir(ws))
+    env["AUDIOCRAFT_DORA_DIR"] = str(hydra_safe_dora_dir(ws))
     env["DORA_PACKAGE"] = DORA_PACKAGE
     env["DORA_MAIN_MODULE"] = DORA_MAIN_MODULE
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -170,6 +204,12 @@ def activate(workspace: tp.Optional[tp.Union[str, Path]] = None) -> None:
     apply_environment(workspace)
     if _ACTIVATED:
         return
+    import warnings
+
+    from hydra.errors import Hydra14MigrationWarning
+
+    # AudioCraft pins version_base="1.1"; the warning is not actionable for our users.
+    warnings.filterwarnings("ignore", category=Hydra14MigrationWarning)
     enable_checkpoint_loading()
     use_gloo_without_cuda()
     _ACTIVATED = True
@@ -184,5 +224,5 @@ def dora_main(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.Any:
     activate(workspace)
     from musicpipe.dora_entry.train import main
 
-    main.dora.dir = paths.dora_dir(workspace)
+    main.dora.dir = hydra_safe_dora_dir(workspace)
     return main
