@@ -117,6 +117,7 @@ def make_dataset(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union[s
         ``{"name", "train", "valid", "dset_config", "tracks"}`` with the counts and paths written.
     """
     import soundfile as sf
+    from tqdm import tqdm
 
     ws = paths.workspace_root(workspace)
     root = paths.dataset_dir(name, ws)
@@ -125,25 +126,25 @@ def make_dataset(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union[s
     if tracks_per_genre < 2:
         raise ValueError("tracks_per_genre must be at least 2 (one train and one valid track per genre)")
     n_valid = max(1, tracks_per_genre // valid_every)
-    for g_index, genre in enumerate(chosen):
-        for k in range(tracks_per_genre):
-            track = f"{genre}_{k:03d}"
-            wav = root / "audio" / track / f"{track}.wav"
-            clip_seed = seed * 100_003 + g_index * 1_009 + k
-            audio = render_clip(genre, clip_seed, duration, sample_rate)
-            wav.parent.mkdir(parents=True, exist_ok=True)
-            tmp = wav.with_name(f".{wav.name}.tmp.wav")
-            sf.write(tmp, audio, sample_rate, subtype="PCM_16")
-            tmp.replace(wav)
-            style = GENRES[genre]
-            manifests.write_sidecar(wav, dict(
-                title=f"{genre} study {k}", artist=f"synth artist {genre} {k}", key=None, bpm=style.bpm,
-                genre=genre, moods=style.moods, keywords=f"synthetic, {genre}",
-                description=f"{style.moods} {genre} track at {style.bpm:.0f} bpm with {style.instrument}",
-                name=track, instrument=style.instrument))
-            split = "valid" if k >= tracks_per_genre - n_valid else "train"
-            records[split].append(manifests.AudioRecord(path=str(wav), duration=round(len(audio) / sample_rate, 6),
-                                                        sample_rate=sample_rate))
+    jobs = [(g_index, genre, k) for g_index, genre in enumerate(chosen) for k in range(tracks_per_genre)]
+    for g_index, genre, k in tqdm(jobs, desc=f"synthetic {name}", unit="clip", disable=len(jobs) < 50):
+        track = f"{genre}_{k:03d}"
+        wav = root / "audio" / track / f"{track}.wav"
+        clip_seed = seed * 100_003 + g_index * 1_009 + k
+        audio = render_clip(genre, clip_seed, duration, sample_rate)
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        tmp = wav.with_name(f".{wav.name}.tmp.wav")
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
+        tmp.replace(wav)
+        style = GENRES[genre]
+        manifests.write_sidecar(wav, dict(
+            title=f"{genre} study {k}", artist=f"synth artist {genre} {k}", key=None, bpm=style.bpm,
+            genre=genre, moods=style.moods, keywords=f"synthetic, {genre}",
+            description=f"{style.moods} {genre} track at {style.bpm:.0f} bpm with {style.instrument}",
+            name=track, instrument=style.instrument))
+        split = "valid" if k >= tracks_per_genre - n_valid else "train"
+        records[split].append(manifests.AudioRecord(path=str(wav), duration=round(len(audio) / sample_rate, 6),
+                                                    sample_rate=sample_rate))
     for split, recs in records.items():
         manifests.write_manifest(recs, root / "egs" / split)
     config = manifests.write_dset_config(name, ws, sample_rate=sample_rate, channels=1)
