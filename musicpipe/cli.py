@@ -45,13 +45,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check ffmpeg, torch, AudioCraft, Dora, GPUs, disk, env, Hydra config sources")
     _add_workspace(p)
 
-    p = sub.add_parser("prepare", help="prepare a dataset into manifests and a dset config")
-    p.add_argument("source", choices=["synthetic"], help="data source")
+    p = sub.add_parser("download", help="download a public dataset (resumable, checksum-verified)")
+    p.add_argument("source", choices=["fma", "mtg_jamendo"])
     _add_workspace(p)
-    p.add_argument("--name", default="synthetic_demo")
-    p.add_argument("--tracks-per-genre", type=int, default=4)
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per clip")
+    p.add_argument("--subset", default="fma_small_mini", help="fma: fma_small_mini, fma_small, ..., fma_full")
+    p.add_argument("--num-tracks", type=int, default=0, help="fma mini subsets: how many tracks (default 100)")
+    p.add_argument("--parts", default=None, help="mtg_jamendo: tar parts, e.g. 0-3 or 0,5,7-9")
+    p.add_argument("--variant", choices=["audio", "audio-low"], default="audio-low", help="mtg_jamendo audio quality")
+    p.add_argument("--mirror", default=None, help="base URL replacing the source's archive base")
+    p.add_argument("--metadata-mirror", default=None, help="mtg_jamendo: base URL of the metadata TSVs")
+    p.add_argument("--keep-archives", action="store_true", help="keep zips/tars after a verified extraction")
+    p.add_argument("--force", action="store_true", help="download again")
+
+    p = sub.add_parser("prepare", help="decode, resample, segment, filter, split: manifests + dset config")
+    p.add_argument("source", choices=["fma", "mtg_jamendo", "folder", "synthetic"])
+    _add_workspace(p)
+    p.add_argument("--subset", default="fma_small_mini", help="fma subset")
+    p.add_argument("--variant", choices=["audio", "audio-low"], default="audio-low", help="mtg_jamendo")
+    p.add_argument("--input", type=Path, default=None, help="folder: the folder of audio (recursive)")
+    p.add_argument("--metadata-csv", type=Path, default=None, help="folder: CSV overriding embedded tags")
+    p.add_argument("--name", default=None, help="folder/synthetic: dataset name (dset=audio/<name>)")
+    p.add_argument("--tracks-per-genre", type=int, default=4, help="synthetic")
+    p.add_argument("--duration", type=float, default=10.0, help="synthetic: seconds per clip")
+    p.add_argument("--sample-rate", type=int, default=32000)
+    p.add_argument("--segment-seconds", type=float, default=10.0)
+    p.add_argument("--min-last-segment", type=float, default=5.0, help="keep a last partial segment this long")
+    p.add_argument("--format", choices=["wav", "flac"], default="wav")
+    p.add_argument("--split", choices=["artist", "track", "official"], default="artist")
+    p.add_argument("--valid-share", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="redo every track")
+
+    p = sub.add_parser("combine", help="combine prepared datasets into one (symlinks, nothing copied)")
+    p.add_argument("datasets", nargs="+")
+    p.add_argument("--name", required=True)
+    _add_workspace(p)
+
+    p = sub.add_parser("inspect", help="counts, durations, manifests and genre/artist balance of a dataset")
+    p.add_argument("dataset")
+    _add_workspace(p)
 
     p = sub.add_parser("train-codec", help="train (or resume) an EnCodec codec with dora run")
     _add_training(p)
@@ -75,6 +108,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class InputError(ValueError):
+    """A command-line argument cannot work (the message says which and why)."""
+
+
+def _download(args: argparse.Namespace) -> int:
+    from musicpipe import download
+
+    try:
+        if args.source == "fma":
+            from musicpipe.sources import fma
+
+            dest = fma.download_fma(args.subset, args.workspace, args.mirror, force=args.force,
+                                    num_tracks=args.num_tracks, keep_archive=args.keep_archives)
+            files = sum(1 for _ in dest.rglob("*.mp3"))
+            print(f"download: {args.subset}: {files} audio files in {dest}")
+            return 0
+        from musicpipe.sources import mtg_jamendo
+
+        if not args.parts:
+            raise InputError("mtg_jamendo needs --parts, e.g. --parts 0-3")
+        dest = mtg_jamendo.download_mtg_jamendo(args.parts, args.workspace, variant=args.variant, mirror=args.mirror,
+                                                metadata_mirror=args.metadata_mirror, force=args.force,
+                                                keep_archives=args.keep_archives)
+        files = sum(1 for _ in dest.rglob("*.mp3"))
+        print(f"download: mtg_jamendo {args.variant} parts {args.parts}: {files} audio files in {dest}")
+        return 0
+    except download.DownloadError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from musicpipe.prepare import PrepareConfig
+
+    config = PrepareConfig(sample_rate=args.sample_rate, segment_seconds=args.segment_seconds,
+                           min_last_segment_seconds=args.min_last_segment, audio_format=args.format,
+                           valid_share=args.valid_share, split=args.split, seed=args.seed, num_jobs=args.num_jobs)
+    if args.source == "fma":
+        from musicpipe.sources import fma
+
+        name, report = args.subset, fma.prepare_fma(args.subset, args.workspace, config, force=args.force)
+    elif args.source == "mtg_jamendo":
+        from musicpipe.sources import mtg_jamendo
+
+        name = mtg_jamendo.NAME
+        report = mtg_jamendo.prepare_mtg_jamendo(args.workspace, config, variant=args.variant, force=args.force)
+    elif args.source == "folder":
+        from musicpipe import folder
+
+        if args.input is None or args.name is None:
+            raise InputError("prepare folder needs --input DIR and --name NAME")
+        if not args.input.is_dir():
+            raise InputError(f"--input {args.input}: not a folder")
+        name = args.name
+        report = folder.prepare_folder(args.input, name, args.workspace, config, metadata_csv=args.metadata_csv,
+                                       force=args.force)
+    else:
+        from musicpipe import synthetic
+
+        name = args.name or "synthetic_demo"
+        report = synthetic.prepare_synthetic(name, args.workspace, config, tracks_per_genre=args.tracks_per_genre,
+                                             duration=args.duration, force=args.force)
+    print(summarize_report(name, report))
+    return 0
+
+
+def summarize_report(name: str, report: tp.Mapping[str, tp.Any]) -> str:
+    """One line: segments and hours per split, quarantined inputs, the dset name."""
+    counts = report.get("counts", {})
+    return (f"prepare: {name}: {counts.get('segments_train', 0)} train / {counts.get('segments_valid', 0)} valid "
+            f"segments ({counts.get('hours_train', 0.0):.2f} h / {counts.get('hours_valid', 0.0):.2f} h), "
+            f"{counts.get('quarantined', 0)} input(s) quarantined; dset=audio/{name}")
+
+
 def _training_args(args: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     return dict(epochs=args.epochs, batch_size=args.batch_size, segment_seconds=args.segment_seconds,
                 gpus=args.gpus, overrides=args.overrides)
@@ -91,13 +197,21 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             from musicpipe import doctor
 
             return doctor.main(args.workspace)
+        if args.command == "download":
+            return _download(args)
         if args.command == "prepare":
-            from musicpipe import synthetic
+            return _prepare(args)
+        if args.command == "combine":
+            from musicpipe import combine
 
-            res = synthetic.make_dataset(args.name, args.workspace, tracks_per_genre=args.tracks_per_genre,
-                                         duration=args.duration, seed=args.seed)
-            print(f"prepare: {res['name']}: {res['train']} train / {res['valid']} valid clips; "
-                  f"dset=audio/{res['name']} ({res['dset_config']})")
+            res = combine.combine_datasets(args.datasets, args.name, args.workspace)
+            print(f"combine: {args.name}: {res['train']} train / {res['valid']} valid segments from "
+                  f"{', '.join(args.datasets)}; dset=audio/{args.name}")
+            return 0
+        if args.command == "inspect":
+            from musicpipe import inspect as inspect_mod
+
+            print(inspect_mod.format_inspection(inspect_mod.inspect_dataset(args.dataset, args.workspace)))
             return 0
         if args.command in ("train-codec", "train-lm"):
             preset = presets.load_preset(args.preset)
@@ -136,7 +250,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             print(f"demo: codec xp {s['codec_xp']}, LM xp {s['lm_xp']} (genre-conditioned), "
                   f"{len(s['samples'])} samples in {Path(s['samples'][0]).parent}")
             return 0
-    except (presets.PresetError, training.TrainingInputError, dora.DoraError) as exc:
+    except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError) as exc:
         print(f"musicpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 1  # unreachable: argparse requires a command

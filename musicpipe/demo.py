@@ -40,13 +40,13 @@ def write_samples(wav: tp.Any, sample_rate: int, out_dir: Path, labels: tp.Seque
 
 def run_demo(workspace: tp.Optional[tp.Union[str, Path]] = None, outputs: Path = paths.OUTPUTS_DIR,
              preset: str = "demo_cpu", dataset: str = "synthetic_demo", echo: bool = True) -> tp.Dict[str, tp.Any]:
-    data = synthetic.make_dataset(dataset, workspace, tracks_per_genre=4, duration=3.0)
+    report = synthetic.prepare_synthetic(dataset, workspace, tracks_per_genre=4, duration=10.0, progress=echo)
     codec = training.train_codec(preset, dataset, workspace, echo=echo)
     lm = training.train_lm(preset, codec.sig, dataset, workspace, conditioning="genre", echo=echo)
     genres = list(synthetic.GENRES)
     wav = generation.generate(lm.sig, workspace, num_samples=len(genres), duration=2.0, genres=genres)
     samples = write_samples(wav, 32000, outputs / "samples" / lm.sig, genres)
-    summary = {"dataset": data, "codec_xp": codec.sig, "lm_xp": lm.sig,
+    summary = {"dataset": dataset, "prepare_counts": report.get("counts", {}), "codec_xp": codec.sig, "lm_xp": lm.sig,
                "codec_checkpoint": str(codec.checkpoint), "lm_checkpoint": str(lm.checkpoint),
                "samples": [str(p) for p in samples]}
     manifests.atomic_write_text(outputs / "reports" / "demo_summary.json", json.dumps(summary, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """A built-in source of short synthetic music clips with metadata, deterministic for a seed.
 
 Genres differ audibly in tempo and timbre (chords, a bass line, a drum pattern), so a genre-
-conditioned model has something to learn. Used by the demo and the tests; no download needed.
+conditioned model has something to learn. Used by the demo and the tests; no download needed:
+:func:`render_sources` writes the clips and :func:`prepare_synthetic` runs them through ``prepare``.
 
 Example:
     >>> from musicpipe.synthetic import render_clip
@@ -105,50 +106,59 @@ def render_clip(genre: str, seed: int, duration: float, sample_rate: int = 32000
     return (0.8 * out / peak).astype(np.float32)
 
 
-def make_dataset(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union[str, Path]] = None,
-                 tracks_per_genre: int = 4, duration: float = 3.0, sample_rate: int = 32000, seed: int = 0,
-                 valid_every: int = 4, genres: tp.Optional[tp.Sequence[str]] = None) -> tp.Dict[str, tp.Any]:
-    """Render clips, sidecars, train/valid manifests and the dset config for ``dset=audio/<name>``.
+def render_sources(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union[str, Path]] = None,
+                   tracks_per_genre: int = 4, duration: float = 10.0, sample_rate: int = 44100, seed: int = 0,
+                   genres: tp.Optional[tp.Sequence[str]] = None) -> tp.List[tp.Any]:
+    """Render the clips into ``<ws>/data/<name>/downloads/`` (the source's "download") as prepare inputs.
 
-    Each track has its own artist; the last ``max(1, tracks_per_genre // valid_every)`` tracks of
-    each genre go to valid, so both splits hold every genre and no artist is on two sides. Deterministic for ``seed``.
-
-    Returns:
-        ``{"name", "train", "valid", "dset_config", "tracks"}`` with the counts and paths written.
+    Each track has its own artist. Clips already rendered with the same parameters are kept.
+    Rendered at 44.1 kHz so ``prepare`` really resamples, as it does for real music.
     """
     import soundfile as sf
     from tqdm import tqdm
 
-    ws = paths.workspace_root(workspace)
-    root = paths.dataset_dir(name, ws)
-    records: tp.Dict[str, tp.List[manifests.AudioRecord]] = {"train": [], "valid": []}
+    from musicpipe.prepare import TrackInput
+
     chosen = list(genres or GENRES)
-    if tracks_per_genre < 2:
-        raise ValueError("tracks_per_genre must be at least 2 (one train and one valid track per genre)")
-    n_valid = max(1, tracks_per_genre // valid_every)
+    unknown = [g for g in chosen if g not in GENRES]
+    if unknown:
+        raise ValueError(f"unknown genres {unknown}; known: {', '.join(GENRES)}")
+    out = paths.dataset_dir(name, workspace) / "downloads"
+    out.mkdir(parents=True, exist_ok=True)
     jobs = [(g_index, genre, k) for g_index, genre in enumerate(chosen) for k in range(tracks_per_genre)]
+    inputs = []
     for g_index, genre, k in tqdm(jobs, desc=f"synthetic {name}", unit="clip", disable=len(jobs) < 50):
         track = f"{genre}_{k:03d}"
-        wav = root / "audio" / track / f"{track}.wav"
+        wav = out / f"{track}.wav"
         clip_seed = seed * 100_003 + g_index * 1_009 + k
-        audio = render_clip(genre, clip_seed, duration, sample_rate)
-        wav.parent.mkdir(parents=True, exist_ok=True)
-        tmp = wav.with_name(f".{wav.name}.tmp.wav")
-        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
-        tmp.replace(wav)
+        stamp = f"{clip_seed}:{duration}:{sample_rate}"
+        stamp_path = wav.with_suffix(".params")
+        if not (wav.exists() and stamp_path.exists() and stamp_path.read_text() == stamp):
+            tmp = wav.with_name(f".{wav.name}.tmp.wav")
+            sf.write(tmp, render_clip(genre, clip_seed, duration, sample_rate), sample_rate, subtype="PCM_16")
+            tmp.replace(wav)
+            manifests.atomic_write_text(stamp_path, stamp)
         style = GENRES[genre]
-        manifests.write_sidecar(wav, dict(
-            title=f"{genre} study {k}", artist=f"synth artist {genre} {k}", key=None, bpm=style.bpm,
-            genre=genre, moods=style.moods, keywords=f"synthetic, {genre}",
+        moods = [m.strip() for m in style.moods.split(",")]
+        inputs.append(TrackInput(
+            path=wav, track_id=track, artist=f"synth artist {genre} {k}", title=f"{genre} study {k}",
+            album="musicpipe synthetic", genre=genre, genres=[genre], tags=["synthetic", genre], moods=moods,
+            instrument=style.instrument,
             description=f"{style.moods} {genre} track at {style.bpm:.0f} bpm with {style.instrument}",
-            name=track, instrument=style.instrument))
-        split = "valid" if k >= tracks_per_genre - n_valid else "train"
-        records[split].append(manifests.AudioRecord(path=str(wav), duration=round(len(audio) / sample_rate, 6),
-                                                    sample_rate=sample_rate))
-    for split, recs in records.items():
-        manifests.write_manifest(recs, root / "egs" / split)
-    config = manifests.write_dset_config(name, ws, sample_rate=sample_rate, channels=1)
-    logger.info("synthetic dataset %s: %d train, %d valid clips of %.1f s under %s", name,
-                len(records["train"]), len(records["valid"]), duration, root)
-    return {"name": name, "train": len(records["train"]), "valid": len(records["valid"]),
-            "tracks": sum(len(r) for r in records.values()), "dset_config": str(config), "root": str(root)}
+            license="CC0", extra={"source": "synthetic", "bpm": style.bpm}))
+    return inputs
+
+
+def prepare_synthetic(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union[str, Path]] = None,
+                      config: tp.Any = None, *, tracks_per_genre: int = 4, duration: float = 10.0, seed: int = 0,
+                      genres: tp.Optional[tp.Sequence[str]] = None, force: bool = False,
+                      progress: bool = True) -> tp.Dict[str, tp.Any]:
+    """Render the synthetic source and run it through ``prepare`` like any other source.
+
+    Returns prepare's report; ``dset=audio/<name>`` works afterwards.
+    """
+    from musicpipe.prepare import PrepareConfig, prepare_tracks
+
+    inputs = render_sources(name, workspace, tracks_per_genre, duration, seed=seed, genres=genres)
+    return prepare_tracks(inputs, name, workspace, config or PrepareConfig(), force=force, write_dset_config=True,
+                          progress=progress)

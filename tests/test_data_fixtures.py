@@ -52,15 +52,21 @@ def test_synthetic_clips_are_deterministic_and_genres_differ():
     assert centroid(synthetic.render_clip("techno", 0, 2.0)) > 2 * centroid(synthetic.render_clip("ambient", 0, 2.0))
 
 
-def test_synthetic_dataset_files_decode_and_splits_do_not_share_artists(tmp_path, ffmpeg):
-    res = synthetic.make_dataset("tiny", tmp_path, tracks_per_genre=2, duration=1.5, genres=["rock", "ambient"])
-    assert (res["train"], res["valid"]) == (2, 2)
+def test_synthetic_source_goes_through_prepare(tmp_path, ffmpeg):
+    from musicpipe.prepare import PrepareConfig
+
+    synthetic.prepare_synthetic("tiny", tmp_path, PrepareConfig(num_jobs=1, split="track", valid_share=0.25),
+                                tracks_per_genre=2, duration=10.0, genres=["rock", "ambient"], progress=False)
     splits = {s: manifests.read_manifest(tmp_path / "data" / "tiny" / "egs" / s) for s in ("train", "valid")}
-    artists = {s: {json.loads(open(r.path[:-4] + ".json").read())["artist"] for r in recs} for s, recs in splits.items()}
+    assert len(splits["train"]) + len(splits["valid"]) == 4 and splits["valid"]
+    sidecars = {s: [json.loads(open(r.path[:-4] + ".json").read()) for r in recs] for s, recs in splits.items()}
+    artists = {s: {d["artist"] for d in docs} for s, docs in sidecars.items()}
     assert not artists["train"] & artists["valid"]
+    assert {d["genre"] for docs in sidecars.values() for d in docs} == {"rock", "ambient"}
     for rec in splits["train"] + splits["valid"]:
         info = sf.info(rec.path)
-        assert (info.samplerate, info.channels, info.frames) == (32000, 1, 48000)
+        assert (info.samplerate, info.channels, info.subtype) == (32000, 1, "PCM_16")
+        assert abs(info.frames - 320000) <= 32
         probe = subprocess.run([ffmpeg, "-v", "error", "-i", rec.path, "-f", "null", "-"], capture_output=True)
         assert probe.returncode == 0, probe.stderr
     cfg = (tmp_path / "config" / "dset" / "audio" / "tiny.yaml").read_text()

@@ -1,0 +1,5 @@
+"""Data sources: one module per corpus with ``download_<corpus>`` (network) and ``prepare_<corpus>`` (offline).
+
+``fma`` and ``mtg_jamendo`` are public corpora; ``musicpipe.folder`` handles any local folder and
+``musicpipe.synthetic`` generates clips; ``combine`` merges prepared datasets.
+"""
