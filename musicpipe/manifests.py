@@ -80,11 +80,34 @@ def sidecar(**fields: tp.Any) -> tp.Dict[str, tp.Any]:
     return {key: fields.get(key) for key in SIDECAR_FIELDS}
 
 
-def write_sidecar(audio_path: tp.Union[str, Path], info: tp.Mapping[str, tp.Any]) -> Path:
-    """``<audio>.json`` beside the audio file, where AudioCraft's MusicDataset looks for it."""
+# Keys AudioCraft's MusicDataset sets from the manifest over the sidecar's (``music_data.update(info_data)``),
+# so a sidecar must not use them for anything else.
+RESERVED_SIDECAR_KEYS = ("meta", "seek_time", "n_frames", "total_frames", "sample_rate", "channels", "audio_tokens",
+                         "self_wav", "joint_embed")
+
+
+def write_sidecar(audio_path: tp.Union[str, Path], info: tp.Mapping[str, tp.Any],
+                  extra: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> Path:
+    """``<audio>.json`` beside the audio file, where AudioCraft's MusicDataset looks for it.
+
+    ``info`` holds MusicInfo fields (every one is written, None when absent); ``extra`` adds keys of our
+    own (track id, album, source...), which ``MusicInfo.from_dict`` ignores. JSON-unfriendly values in
+    ``extra`` are written as strings.
+
+    Example:
+        >>> import tempfile, json
+        >>> p = write_sidecar(Path(tempfile.mkdtemp()) / "a.wav", {"genre": "rock"}, extra={"track_id": "a"})
+        >>> json.loads(p.read_text())["track_id"], json.loads(p.read_text())["artist"] is None
+        ('a', True)
+    """
     data = sidecar(**info)
+    if extra:
+        clash = sorted(set(extra) & (set(SIDECAR_FIELDS) | set(RESERVED_SIDECAR_KEYS)))
+        if clash:
+            raise ValueError(f"extra sidecar keys clash with MusicInfo/AudioCraft keys: {clash}")
+        data.update(extra)
     return atomic_write_text(Path(audio_path).with_suffix(".json"),
-                             json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+                             json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def dset_config_text(name: str, workspace: tp.Union[str, Path], sample_rate: int = 32000, channels: int = 1) -> str:

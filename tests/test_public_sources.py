@@ -155,7 +155,7 @@ def test_parse_helpers_reject_bad_input():
         mtg_jamendo.parse_parts("98-100")
     with pytest.raises(mtg_jamendo.MTGError, match="reversed"):
         mtg_jamendo.parse_parts("5-2")
-    with pytest.raises(fma.FMAError, match="line 1"):
+    with pytest.raises(download.DownloadError, match="FMA checksums line 1"):
         fma.parse_checksums("nothex  000/000002.mp3")
     with pytest.raises(fma.FMAError, match="unknown FMA subset"):
         fma.download_fma("fma_tiny")

@@ -69,22 +69,8 @@ def downloads_dir(subset: str, workspace: tp.Optional[tp.Union[str, Path]] = Non
 
 
 def parse_checksums(text: str) -> tp.Dict[str, str]:
-    """``sha1sum`` lines (``<40 hex>  000/000002.mp3``) -> {relative path: sha1}.
-
-    >>> parse_checksums("da39a3ee5e6b4b0d3255bfef95601890afd80709  000/000002.mp3\\n")
-    {'000/000002.mp3': 'da39a3ee5e6b4b0d3255bfef95601890afd80709'}
-    """
-    out = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        digest, _, name = line.partition(" ")
-        name = name.strip().lstrip("*")
-        if len(digest) != 40 or not name:
-            raise FMAError(f"checksums line {n} is not '<sha1>  <path>': {line[:80]!r}")
-        out[name] = digest.lower()
-    return out
+    """The archive's ``checksums`` member (``<sha1>  000/000002.mp3`` lines) -> {relative path: sha1}."""
+    return download.parse_checksum_list(text, "sha1", "FMA checksums")
 
 
 def _write_marker(folder: Path, info: tp.Mapping[str, tp.Any]) -> None:

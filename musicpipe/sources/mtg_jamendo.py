@@ -81,21 +81,8 @@ def downloads_dir(workspace: tp.Optional[tp.Union[str, Path]] = None) -> Path:
 
 
 def parse_sha256_list(text: str) -> tp.Dict[str, str]:
-    """``<sha256> <name>`` lines -> {name: sha256}.
-
-    >>> parse_sha256_list("ab" * 32 + " raw_30s_audio-low-00.tar\\r\\n")
-    {'raw_30s_audio-low-00.tar': 'abababababababababababababababababababababababababababababababab'}
-    """
-    out = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        digest, _, name = line.partition(" ")
-        if len(digest) != 64 or not name.strip():
-            raise MTGError(f"sha256 list line {n} is not '<sha256> <name>': {line[:90]!r}")
-        out[name.strip().lstrip("*")] = digest.lower()
-    return out
+    """The dataset's ``<sha256> <name>`` list of tars -> {name: sha256}."""
+    return download.parse_checksum_list(text, "sha256", "MTG-Jamendo sha256 list")
 
 
 def parse_tags_tsv(text: str) -> tp.Dict[str, tp.Dict[str, tp.Any]]:

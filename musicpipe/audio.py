@@ -1,0 +1,221 @@
+"""Streaming decode of any audio file FFmpeg can read, to mono float32 at a target rate, block by block.
+
+PyAV (FFmpeg's libraries) decodes and ``av.AudioResampler`` downmixes and resamples, so memory
+stays flat whatever the file length: one block of output plus a few codec frames at a time.
+
+Example:
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
+    >>> sf.write(path, np.zeros((44100 * 3, 2), dtype="float32"), 44100)
+    >>> [len(b) for b in stream_mono(path, sample_rate=32000, block_seconds=2.0)]
+    [64000, 32000]
+    >>> probe(path)["channels"]
+    2
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PathLike = tp.Union[str, Path]
+# Corrupt packets are skipped (as the ffmpeg CLI does) unless this many come in a row.
+MAX_CONSECUTIVE_BAD_PACKETS = 50
+
+
+class AudioDecodeError(Exception):
+    """A file that cannot be decoded; ``str()`` names the file and the reason.
+
+    Example:
+        >>> str(AudioDecodeError("/x/a.mp3", "no audio stream"))
+        '/x/a.mp3: no audio stream'
+    """
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        super().__init__(str(path), reason)  # both in args: survives pickling across processes
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def _open(path: PathLike) -> tp.Any:
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioDecodeError(path, "file not found")
+    if p.is_dir():
+        raise AudioDecodeError(path, "is a directory")
+    if p.stat().st_size == 0:
+        raise AudioDecodeError(path, "empty file (0 bytes)")
+    try:
+        return av.open(str(p), mode="r", metadata_errors="replace")
+    except av.FFmpegError as e:
+        raise AudioDecodeError(path, f"not a readable audio file ({_ffmpeg_reason(e)})") from None
+    except (OSError, UnicodeError) as e:
+        raise AudioDecodeError(path, f"cannot open: {e}") from None
+
+
+def _ffmpeg_reason(e: BaseException) -> str:
+    # PyAV's messages repeat the file name; keep FFmpeg's reason only.
+    strerror = getattr(e, "strerror", None)
+    return str(strerror or e)
+
+
+def _lower_tags(*dicts: tp.Mapping[str, str]) -> tp.Dict[str, str]:
+    out: tp.Dict[str, str] = {}
+    for d in dicts:
+        for key, value in d.items():
+            k = str(key).strip().lower()
+            if k and k not in out and value is not None and str(value).strip() != "":
+                out[k] = str(value).strip()
+    return out
+
+
+def probe(path: PathLike) -> tp.Dict[str, tp.Any]:
+    """Container and first audio stream metadata, without decoding.
+
+    Returns ``{"duration": float | None, "sample_rate", "channels", "codec", "format", "tags"}``; ``tags``
+    merges container tags (ID3, FLAC, MP4) and stream tags (Vorbis/Opus comments), keys lower-cased.
+
+    Raises:
+        AudioDecodeError: the file cannot be opened or holds no audio stream.
+    """
+    container = _open(path)
+    try:
+        if not container.streams.audio:
+            raise AudioDecodeError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        duration: tp.Optional[float] = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000  # AV_TIME_BASE
+        return {
+            "duration": duration,
+            "sample_rate": int(ctx.sample_rate or 0),
+            "channels": int(ctx.channels or 0),
+            "codec": str(ctx.name),
+            "format": str(container.format.name),
+            "tags": _lower_tags(container.metadata, stream.metadata),
+        }
+    finally:
+        container.close()
+
+
+def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float = 10.0,
+                stats: tp.Optional[tp.Dict[str, tp.Any]] = None) -> tp.Iterator[np.ndarray]:
+    """Decode ``path`` to mono float32 at ``sample_rate``, yielding blocks of ``block_seconds``.
+
+    Every block has exactly ``round(block_seconds * sample_rate)`` samples except the last, which is
+    shorter (never empty). Any container/codec FFmpeg reads works (mp3, ogg, opus, flac, wav, m4a...).
+    Isolated corrupt packets are skipped and counted (as the ffmpeg CLI does); a file whose decodable
+    part ends early (truncated download) yields what decodes. Nothing is decoded until iteration starts.
+
+    Args:
+        path: audio file.
+        sample_rate: output rate in Hz.
+        block_seconds: block length in seconds.
+        stats: optional dict filled while decoding: ``source_sample_rate``, ``source_channels``, ``codec``,
+            ``declared_duration`` (container's claim, or None), ``skipped_packets``, ``samples`` (output).
+
+    Raises:
+        AudioDecodeError: unreadable file, no audio stream, nothing decodable, or too many corrupt packets.
+    """
+    import av
+
+    block = int(round(block_seconds * sample_rate))
+    if block <= 0:
+        raise ValueError(f"block_seconds * sample_rate must be at least one sample, got {block_seconds} s")
+    stats = stats if stats is not None else {}
+    container = _open(path)
+    try:
+        if not container.streams.audio:
+            raise AudioDecodeError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        stats.update(source_sample_rate=int(ctx.sample_rate or 0), source_channels=int(ctx.channels or 0),
+                     codec=str(ctx.name), declared_duration=None, skipped_packets=0, samples=0)
+        if stream.duration is not None and stream.time_base is not None:
+            stats["declared_duration"] = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            stats["declared_duration"] = container.duration / 1_000_000
+
+        pending: tp.List[np.ndarray] = []
+        pending_n = 0
+        resampler = None
+        resampler_key = None
+        bad_in_a_row = 0
+        total = 0
+
+        def take(frames: tp.Iterable[tp.Any]) -> tp.Iterator[np.ndarray]:
+            nonlocal pending, pending_n, total
+            for out in frames:
+                arr = out.to_ndarray().reshape(-1)  # 'flt' + mono: shape (1, n)
+                if arr.size == 0:
+                    continue
+                pending.append(arr)
+                pending_n += arr.size
+                total += arr.size
+                while pending_n >= block:
+                    joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    yield np.ascontiguousarray(joined[:block], dtype=np.float32)
+                    rest = joined[block:]
+                    pending = [rest] if rest.size else []
+                    pending_n = rest.size
+
+        def packets() -> tp.Iterator[tp.Any]:
+            # The demuxer can also fail on a damaged file: treat that as the end of the readable part.
+            it = container.demux(stream)
+            while True:
+                try:
+                    yield next(it)
+                except StopIteration:
+                    return
+                except av.FFmpegError as e:
+                    stats["skipped_packets"] += 1
+                    stats["demux_error"] = _ffmpeg_reason(e)
+                    logger.debug("%s: demuxing stopped early: %s", path, e)
+                    return
+
+        for packet in packets():
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as e:
+                stats["skipped_packets"] += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_CONSECUTIVE_BAD_PACKETS:
+                    raise AudioDecodeError(path, f"{bad_in_a_row} corrupt packets in a row "
+                                                 f"({_ffmpeg_reason(e)})") from None
+                continue
+            bad_in_a_row = 0
+            for frame in frames:
+                key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if resampler is None or key != resampler_key:
+                    if resampler is not None:  # input changed mid-stream (chained ogg, odd mp3): flush
+                        yield from take(resampler.resample(None))
+                    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+                    resampler_key = key
+                frame.pts = None  # gaps or jumps in timestamps must not upset the resampler
+                yield from take(resampler.resample(frame))
+        if resampler is not None:
+            yield from take(resampler.resample(None))
+        stats["samples"] = total
+        if total == 0:
+            raise AudioDecodeError(path, "no audio decoded (empty or corrupt stream)")
+        if pending_n:
+            yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
+    except AudioDecodeError:
+        raise
+    except av.FFmpegError as e:
+        raise AudioDecodeError(path, f"decoding failed: {_ffmpeg_reason(e)}") from None
+    finally:
+        container.close()
