@@ -209,9 +209,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                   f"{', '.join(args.datasets)}; dset=audio/{args.name}")
             return 0
         if args.command == "inspect":
-            from musicpipe import inspect as inspect_mod
+            from musicpipe import inspection
 
-            print(inspect_mod.format_inspection(inspect_mod.inspect_dataset(args.dataset, args.workspace)))
+            print(inspection.format_inspection(inspection.inspect_dataset(args.dataset, args.workspace)))
             return 0
         if args.command in ("train-codec", "train-lm"):
             preset = presets.load_preset(args.preset)

@@ -43,3 +43,23 @@ def test_help_lists_every_step():
     assert res.returncode == 0
     for cmd in ("doctor", "prepare", "train-codec", "train-lm", "generate", "demo"):
         assert cmd in res.stdout
+
+
+def test_prepare_folder_then_inspect_from_the_command_line(tmp_path):
+    from media import make_audio, zero_bytes
+
+    music = tmp_path / "my music"
+    make_audio(music / "Artist A" / "one.mp3", 12.0, channels=2, tags={"genre": "Rock"})
+    make_audio(music / "Artist B" / "two.flac", 11.0, sample_rate=48000, freq=330.0, tags={"genre": "Jazz"})
+    zero_bytes(music / "Artist B" / "broken.mp3")
+    ws = str(tmp_path / "ws")
+    res = run_cli("prepare", "folder", "--input", str(music), "--name", "mine", "--workspace", ws, "--num-jobs", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("prepare: mine: ") and "1 input(s) quarantined" in last and "dset=audio/mine" in last
+    res = run_cli("inspect", "mine", "--workspace", ws)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "broken.mp3" in res.stdout or "quarantined" in res.stdout
+    assert "data.jsonl" in res.stdout or '"path"' in res.stdout
+    res = run_cli("prepare", "folder", "--input", str(tmp_path / "nope"), "--name", "x", "--workspace", ws)
+    assert res.returncode == 2 and "not a folder" in res.stderr

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from media import make_audio, text_as
-from musicpipe import inspect as inspect_mod
+from musicpipe import inspection
 from musicpipe.folder import prepare_folder, scan_folder
 from musicpipe.prepare import PrepareConfig
 
@@ -102,7 +102,7 @@ def test_prepare_folder_then_inspect(music, tmp_path):
     again = prepare_folder(music, "mine", ws, cfg, metadata_csv=music / "meta.csv", progress=False)
     assert again["run"]["processed"] == 0 and again["counts"] == report["counts"]
 
-    d = inspect_mod.inspect_dataset("mine", ws)
+    d = inspection.inspect_dataset("mine", ws)
     assert d["stages"] == {"source_inputs": 8, "converted_tracks": 7, "quarantined": 1, "segment_files": 10,
                            "segments_train": c["segments_train"], "segments_valid": c["segments_valid"]}
     hist = d["durations"]
@@ -117,7 +117,7 @@ def test_prepare_folder_then_inspect(music, tmp_path):
     assert {"Chillout", "Post-Rock"} <= genres
     assert d["artists_on_both_sides"] == []
     assert sum(d["artists"]["train"].values()) == c["segments_train"]
-    text = inspect_mod.format_inspection(d)
+    text = inspection.format_inspection(d)
     assert "8 source inputs -> 7 converted tracks (1 quarantined)" in text and "undecodable 1" in text
     assert "10.0-11.0" in text and "genres:" in text and "artists (" in text
 
