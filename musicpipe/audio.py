@@ -63,6 +63,13 @@ def _open(path: PathLike) -> tp.Any:
         raise AudioDecodeError(path, f"cannot open: {e}") from None
 
 
+def _audio_stream(container: tp.Any, path: PathLike) -> tp.Any:
+    """The first audio stream of an open container, or AudioDecodeError."""
+    if not container.streams.audio:
+        raise AudioDecodeError(path, "no audio stream")
+    return container.streams.audio[0]
+
+
 def _ffmpeg_reason(e: BaseException) -> str:
     # PyAV's messages repeat the file name; keep FFmpeg's reason only.
     strerror = getattr(e, "strerror", None)
@@ -90,9 +97,7 @@ def probe(path: PathLike) -> tp.Dict[str, tp.Any]:
     """
     container = _open(path)
     try:
-        if not container.streams.audio:
-            raise AudioDecodeError(path, "no audio stream")
-        stream = container.streams.audio[0]
+        stream = _audio_stream(container, path)
         ctx = stream.codec_context
         duration: tp.Optional[float] = None
         if stream.duration is not None and stream.time_base is not None:
@@ -138,9 +143,7 @@ def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float =
     stats = stats if stats is not None else {}
     container = _open(path)
     try:
-        if not container.streams.audio:
-            raise AudioDecodeError(path, "no audio stream")
-        stream = container.streams.audio[0]
+        stream = _audio_stream(container, path)
         ctx = stream.codec_context
         stats.update(source_sample_rate=int(ctx.sample_rate or 0), source_channels=int(ctx.channels or 0),
                      codec=str(ctx.name), declared_duration=None, skipped_packets=0, samples=0)
