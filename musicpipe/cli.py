@@ -33,6 +33,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segment-seconds", type=float, default=None)
     p.add_argument("--gpus", type=int, default=None, help="1: dora run; N>1: dora run -d with N workers")
     p.add_argument("--dry-run", action="store_true", help="print the dora command and exit")
+    p.add_argument("--outputs", type=Path, default=None,
+                   help="where `Checkpoints Small/<xp>/` goes (default <repo>/outputs)")
     p.add_argument("overrides", nargs="*", help="free Hydra overrides key=value (after --)")
 
 
@@ -91,17 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-lm", help="train (or resume) a MusicGen LM on a codec XP")
     _add_training(p)
-    p.add_argument("--codec", required=True, help="XP signature of the trained codec")
+    p.add_argument("--codec", required=True, help="XP signature of the trained codec, or `latest`")
     p.add_argument("--conditioning", choices=["none", "genre", "text"], default="none")
 
-    p = sub.add_parser("generate", help="generate audio from a trained LM XP")
+    p = sub.add_parser("generate", help="generate audio from a trained LM (XP signature or export folder)")
     _add_workspace(p)
-    p.add_argument("--xp", required=True, help="XP signature of the trained LM")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--xp", help="XP signature of the trained LM")
+    src.add_argument("--export", type=Path, help="an export folder (`musicpipe export`)")
     p.add_argument("--num-samples", type=int, default=2)
     p.add_argument("--duration", type=float, default=2.0)
-    p.add_argument("--genre", action="append", default=None, help="genre per sample (repeat)")
+    p.add_argument("--genre", action="append", default=None, help="genre per sample (repeat; genre-conditioned LM)")
+    p.add_argument("--description", action="append", default=None, help="text per sample (repeat; text LM)")
+    p.add_argument("--prompt-audio", type=Path, default=None, help="continue this audio file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="folder (default outputs/samples/<xp>)")
+    p.add_argument("--output", "--out", dest="out", type=Path, default=None,
+                   help="folder (default outputs/samples/<xp or export name>)")
+
+    p = sub.add_parser("export", help="a self-contained folder with the LM and its codec (AudioCraft's format)")
+    p.add_argument("xp", help="XP signature of the trained LM")
+    _add_workspace(p)
+    p.add_argument("--out", type=Path, default=None, help="folder (default outputs/exports/<xp>)")
+
+    p = sub.add_parser("report", help="plots and an HTML page of a training run: outputs/reports/<xp>/")
+    p.add_argument("xp", help="XP signature")
+    _add_workspace(p)
 
     p = sub.add_parser("demo", help="the tiny end-to-end loop on synthetic data (CPU, minutes)")
     _add_workspace(p)
@@ -186,6 +202,12 @@ def _training_args(args: argparse.Namespace) -> tp.Dict[str, tp.Any]:
                 gpus=args.gpus, overrides=args.overrides)
 
 
+def _outputs(args: argparse.Namespace) -> Path:
+    from musicpipe import paths
+
+    return args.outputs if getattr(args, "outputs", None) is not None else paths.OUTPUTS_DIR
+
+
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -220,28 +242,46 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                     print("dora " + " ".join(presets.dora_run_args(
                         preset, "compression", dset=args.dataset, **_training_args(args))))
                     return 0
-                run = training.train_codec(args.preset, args.dataset, args.workspace, **_training_args(args))
+                run = training.train_codec(args.preset, args.dataset, args.workspace, outputs=_outputs(args),
+                                           **_training_args(args))
             else:
                 if args.dry_run:
-                    info = dora.codec_info(args.codec, args.workspace)
+                    codec = args.codec if args.codec != "latest" else training.latest_codec(
+                        args.dataset or preset.dataset, args.workspace)
+                    info = dora.codec_info(codec, args.workspace)
                     print("dora " + " ".join(presets.dora_run_args(
                         preset, "musicgen", dset=args.dataset, conditioning=args.conditioning, codec=info,
                         **_training_args(args))))
                     return 0
                 run = training.train_lm(args.preset, args.codec, args.dataset, args.workspace,
-                                        conditioning=args.conditioning, **_training_args(args))
+                                        conditioning=args.conditioning, outputs=_outputs(args),
+                                        **_training_args(args))
             epochs = len(run.history())
             print(f"{args.command}: xp {run.sig} done, {epochs} epoch(s) in history, checkpoint {run.checkpoint}")
             return 0
         if args.command == "generate":
-            from musicpipe import demo, generation, paths
+            from musicpipe import generation, paths
 
-            labels = args.genre or [f"uncond{k}" for k in range(args.num_samples)]
-            wav = generation.generate(args.xp, args.workspace, num_samples=len(labels), duration=args.duration,
-                                      genres=args.genre, seed=args.seed)
-            out = args.out or paths.OUTPUTS_DIR / "samples" / args.xp
-            files = demo.write_samples(wav, 32000, out, labels)
-            print(f"generate: {len(files)} sample(s) of {args.duration:.1f} s from xp {args.xp} in {out}")
+            n = len(args.genre or args.description or []) or args.num_samples
+            out = args.out or paths.OUTPUTS_DIR / "samples" / (args.xp or args.export.name)
+            res = generation.generate_to_folder(out, sig=args.xp, export_dir=args.export, workspace=args.workspace,
+                                                num_samples=n, duration=args.duration, genres=args.genre,
+                                                descriptions=args.description, seed=args.seed,
+                                                prompt_audio=args.prompt_audio)
+            print(f"generate: {len(res['files'])} sample(s) of {args.duration:.1f} s at {res['sample_rate']} Hz "
+                  f"in {out}")
+            return 0
+        if args.command == "export":
+            from musicpipe import export, paths
+
+            out = export.export_model(args.xp, args.out or paths.OUTPUTS_DIR / "exports" / args.xp, args.workspace)
+            print(f"export: LM {args.xp} and its codec in {out}")
+            return 0
+        if args.command == "report":
+            from musicpipe import report
+
+            folder = report.write_report(args.xp, args.workspace)
+            print(f"report: {folder / 'index.html'}")
             return 0
         if args.command == "demo":
             from musicpipe import demo
@@ -250,7 +290,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             print(f"demo: codec xp {s['codec_xp']}, LM xp {s['lm_xp']} (genre-conditioned), "
                   f"{len(s['samples'])} samples in {Path(s['samples'][0]).parent}")
             return 0
-    except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError) as exc:
+    except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError, ValueError) as exc:
         print(f"musicpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 1  # unreachable: argparse requires a command

@@ -20,32 +20,15 @@ from musicpipe import generation, manifests, paths, synthetic, training
 logger = logging.getLogger(__name__)
 
 
-def write_samples(wav: tp.Any, sample_rate: int, out_dir: Path, labels: tp.Sequence[str]) -> tp.List[Path]:
-    """Peak-normalised 16-bit WAVs ``sample_<k>_<label>.wav``, each written under a temp name first."""
-    import numpy as np
-    import soundfile as sf
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for k, (item, label) in enumerate(zip(wav, labels)):
-        audio = item.numpy().T.astype(np.float32)
-        peak = float(np.abs(audio).max()) or 1.0
-        target = out_dir / f"sample_{k}_{label}.wav"
-        tmp = target.with_name(f".{target.name}.tmp.wav")
-        sf.write(tmp, 0.9 * audio / peak, sample_rate, subtype="PCM_16")
-        tmp.replace(target)
-        written.append(target)
-    return written
-
-
 def run_demo(workspace: tp.Optional[tp.Union[str, Path]] = None, outputs: Path = paths.OUTPUTS_DIR,
              preset: str = "demo_cpu", dataset: str = "synthetic_demo", echo: bool = True) -> tp.Dict[str, tp.Any]:
     report = synthetic.prepare_synthetic(dataset, workspace, tracks_per_genre=4, duration=10.0, progress=echo)
-    codec = training.train_codec(preset, dataset, workspace, echo=echo)
-    lm = training.train_lm(preset, codec.sig, dataset, workspace, conditioning="genre", echo=echo)
+    codec = training.train_codec(preset, dataset, workspace, echo=echo, outputs=outputs)
+    lm = training.train_lm(preset, codec.sig, dataset, workspace, conditioning="genre", echo=echo, outputs=outputs)
     genres = list(synthetic.GENRES)
-    wav = generation.generate(lm.sig, workspace, num_samples=len(genres), duration=2.0, genres=genres)
-    samples = write_samples(wav, 32000, outputs / "samples" / lm.sig, genres)
+    settings = generation.generate_to_folder(outputs / "samples" / lm.sig, sig=lm.sig, workspace=workspace,
+                                             num_samples=len(genres), duration=2.0, genres=genres)
+    samples = [outputs / "samples" / lm.sig / name for name in settings["files"]]
     summary = {"dataset": dataset, "prepare_counts": report.get("counts", {}), "codec_xp": codec.sig, "lm_xp": lm.sig,
                "codec_checkpoint": str(codec.checkpoint), "lm_checkpoint": str(lm.checkpoint),
                "samples": [str(p) for p in samples]}

@@ -53,27 +53,102 @@ def load_musicgen(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None, 
     return MusicGen(f"musicpipe-{sig}", solver.compression_model, solver.model.eval(), max_duration=MAX_DURATION)
 
 
-def generate(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None, num_samples: int = 2,
+def generate(sig: tp.Optional[str] = None, workspace: tp.Optional[tp.Union[str, Path]] = None, num_samples: int = 2,
              duration: float = 2.0, genres: tp.Optional[tp.Sequence[str]] = None,
              descriptions: tp.Optional[tp.Sequence[str]] = None, seed: int = 0,
-             device: tp.Optional[str] = None, model: tp.Any = None):
-    """Generate ``[num_samples, channels, T]`` audio from LM XP ``sig``.
+             device: tp.Optional[str] = None, model: tp.Any = None, prompt: tp.Any = None,
+             prompt_sample_rate: tp.Optional[int] = None):
+    """Generate ``[num_samples, channels, T]`` audio from LM XP ``sig`` (or a loaded ``model``).
 
     ``genres`` conditions a ``genre`` lookup-table model, ``descriptions`` a text model; with
-    neither, generation is unconditional. Seeded: the same call gives the same audio.
+    neither, generation is unconditional. ``prompt`` (``[C, T]`` or ``[B, C, T]`` audio at
+    ``prompt_sample_rate``) makes it a continuation, which includes the prompt. Seeded.
     """
     import torch
-    from audiocraft.modules.conditioners import ConditioningAttributes
 
-    model = model or load_musicgen(sig, workspace, device)
+    if model is None:
+        if sig is None:
+            raise ValueError("give an XP signature or a loaded model")
+        model = load_musicgen(sig, workspace, device)
     model.set_generation_params(duration=float(duration), use_sampling=True, top_k=250)
+    for name, values in (("genres", genres), ("descriptions", descriptions)):
+        if values is not None and len(values) != num_samples:
+            raise ValueError(f"got {len(values)} {name} for {num_samples} samples")
+    prompt_tokens = None
+    if prompt is not None:
+        import julius
+
+        prompt = torch.as_tensor(prompt, dtype=torch.float32)
+        if prompt.dim() == 2:
+            prompt = prompt[None].expand(num_samples, -1, -1)
+        if prompt_sample_rate and prompt_sample_rate != model.sample_rate:
+            prompt = julius.resample_frac(prompt, int(prompt_sample_rate), int(model.sample_rate))
+        prompt = prompt.mean(dim=1, keepdim=True) if model.audio_channels == 1 else prompt
     torch.manual_seed(seed)
-    if genres is not None:
-        if len(genres) != num_samples:
-            raise ValueError(f"got {len(genres)} genres for {num_samples} samples")
-        attributes = [ConditioningAttributes(text={"genre": g}) for g in genres]
-        tokens = model._generate_tokens(attributes, None, progress=False)
-        return model.generate_audio(tokens).cpu()
-    if descriptions is not None:
-        return model.generate(list(descriptions), progress=False).cpu()
-    return model.generate_unconditional(num_samples, progress=False).cpu()
+    texts = list(descriptions) if descriptions is not None else [None] * num_samples
+    attributes, prompt_tokens = model._prepare_tokens_and_attributes(texts, prompt)
+    for attr, genre in zip(attributes, genres or []):
+        attr.text["genre"] = genre
+    tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
+    return model.generate_audio(tokens).cpu()
+
+
+def write_samples(wav: tp.Any, sample_rate: int, out_dir: Path, labels: tp.Sequence[str]) -> tp.List[Path]:
+    """Peak-normalised 16-bit WAVs ``sample_<k>_<label>.wav``, each written under a temp name first."""
+    import numpy as np
+    import soundfile as sf
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, (item, label) in enumerate(zip(wav, labels)):
+        audio = item.numpy().T.astype(np.float32)
+        peak = float(np.abs(audio).max()) or 1.0
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(label))[:40] or "sample"
+        target = out_dir / f"sample_{k}_{safe}.wav"
+        tmp = target.with_name(f".{target.name}.tmp.wav")
+        sf.write(tmp, 0.9 * audio / peak, sample_rate, subtype="PCM_16")
+        tmp.replace(target)
+        written.append(target)
+    return written
+
+
+def generate_to_folder(out_dir: tp.Union[str, Path], *, sig: tp.Optional[str] = None,
+                       export_dir: tp.Optional[tp.Union[str, Path]] = None,
+                       workspace: tp.Optional[tp.Union[str, Path]] = None, num_samples: int = 2,
+                       duration: float = 2.0, genres: tp.Optional[tp.Sequence[str]] = None,
+                       descriptions: tp.Optional[tp.Sequence[str]] = None, seed: int = 0,
+                       prompt_audio: tp.Optional[tp.Union[str, Path]] = None,
+                       device: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+    """Generate from an XP signature or an export folder into ``out_dir``: WAVs + ``settings.json``."""
+    import json
+
+    from musicpipe import manifests
+
+    if (sig is None) == (export_dir is None):
+        raise ValueError("give exactly one of an XP signature or an export folder")
+    if export_dir is not None:
+        from musicpipe.export import load_exported
+
+        model = load_exported(export_dir, device)
+    else:
+        model = load_musicgen(sig, workspace, device)
+    prompt = prompt_sr = None
+    if prompt_audio is not None:
+        from musicpipe.audio import stream_mono
+        import numpy as np
+
+        prompt = np.concatenate(list(stream_mono(prompt_audio, int(model.sample_rate), 10.0)))[None]
+        prompt_sr = int(model.sample_rate)
+    wav = generate(num_samples=num_samples, duration=duration, genres=genres, descriptions=descriptions, seed=seed,
+                   model=model, prompt=prompt, prompt_sample_rate=prompt_sr)
+    labels = list(genres or descriptions or [f"{'cont' if prompt is not None else 'uncond'}{k}"
+                                            for k in range(num_samples)])
+    out = Path(out_dir)
+    files = write_samples(wav, int(model.sample_rate), out, labels)
+    settings = {"xp": sig, "export": str(export_dir) if export_dir else None, "num_samples": num_samples,
+                "duration": duration, "genres": list(genres) if genres else None,
+                "descriptions": list(descriptions) if descriptions else None, "seed": seed,
+                "prompt_audio": str(prompt_audio) if prompt_audio else None, "sample_rate": int(model.sample_rate),
+                "files": [f.name for f in files]}
+    manifests.atomic_write_text(out / "settings.json", json.dumps(settings, indent=1) + "\n")
+    return settings

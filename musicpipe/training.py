@@ -11,11 +11,16 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import typing as tp
 from pathlib import Path
 
 from musicpipe import dora, manifests, paths, presets
+
+MIN_FREE_GB = 1.0
+RECORD = "musicpipe.json"  # written into each XP folder: what musicpipe launched there
 
 logger = logging.getLogger(__name__)
 
@@ -47,34 +52,100 @@ def check_manifests(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = 
     return counts
 
 
+def check_disk(workspace: tp.Optional[tp.Union[str, Path]] = None, min_free_gb: float = MIN_FREE_GB) -> float:
+    """Free GiB under the workspace; refuses below ``min_free_gb`` (checkpoints would not fit)."""
+    probe = paths.workspace_root(workspace)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 2**30
+    if free < min_free_gb:
+        raise TrainingInputError(f"{probe}: only {free:.2f} GiB free, at least {min_free_gb:g} GiB needed for "
+                                 "checkpoints")
+    return free
+
+
+def _record(run: dora.DoraRun, **info: tp.Any) -> None:
+    manifests.atomic_write_text(run.folder / RECORD, json.dumps({"sig": run.sig, **info}, indent=1) + "\n")
+
+
+def _finish(run: dora.DoraRun, workspace: tp.Optional[tp.Union[str, Path]], outputs: tp.Optional[Path],
+            **info: tp.Any) -> dora.DoraRun:
+    from musicpipe import export
+
+    _record(run, **info)
+    if outputs is not None:
+        dest = export.publish_checkpoints(run.sig, workspace, outputs)
+        logger.info("checkpoints of %s in %s", run.sig, dest)
+    return run
+
+
+def latest_codec(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> str:
+    """The most recently trained codec XP for ``dataset`` (from the records musicpipe leaves in XP folders)."""
+    found = []
+    for record in (paths.dora_dir(workspace) / "xps").glob(f"*/{RECORD}"):
+        try:
+            info = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        ckpt = record.parent / "checkpoint.th"
+        if info.get("kind") == "compression" and info.get("dataset") == dataset and ckpt.exists():
+            found.append((ckpt.stat().st_mtime, info["sig"]))
+    if not found:
+        raise TrainingInputError(f"no trained codec for dataset {dataset!r} under {paths.dora_dir(workspace)}: "
+                                 "train one first (`musicpipe train-codec`) or pass --codec <sig>")
+    return max(found)[1]
+
+
 def train_codec(preset: str, dataset: tp.Optional[str] = None,
                 workspace: tp.Optional[tp.Union[str, Path]] = None, *, epochs: tp.Optional[int] = None,
                 batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
-                gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True) -> dora.DoraRun:
-    """Train (or resume) an EnCodec codec with ``dora run`` on the compression solver."""
+                gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
+                outputs: tp.Optional[Path] = paths.OUTPUTS_DIR) -> dora.DoraRun:
+    """Train (or resume) an EnCodec codec with ``dora run`` on the compression solver.
+
+    Checks manifests and disk first; afterwards records the run in the XP folder and publishes its
+    checkpoints to ``<outputs>/Checkpoints Small/<sig>/`` (``outputs=None``: not published).
+    """
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
     counts = check_manifests(dataset, workspace)
+    check_disk(workspace)
     args = presets.dora_run_args(spec, "compression", dset=dataset, epochs=epochs, batch_size=batch_size,
                                  segment_seconds=segment_seconds, gpus=gpus, overrides=overrides)
     logger.info("codec on %s (%d train / %d valid files), preset %s", dataset, counts["train"], counts["valid"],
                 preset)
-    return dora.run(args, workspace=workspace, echo=echo)
+    run = dora.run(args, workspace=workspace, echo=echo)
+    return _finish(run, workspace, outputs, kind="compression", preset=preset, dataset=dataset, args=args)
 
 
 def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
              workspace: tp.Optional[tp.Union[str, Path]] = None, *, conditioning: str = "none",
              epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None,
              segment_seconds: tp.Optional[float] = None, gpus: tp.Optional[int] = None,
-             overrides: tp.Sequence[str] = (), echo: bool = True) -> dora.DoraRun:
-    """Train (or resume) a MusicGen LM on the codec XP ``codec`` (n_q and card taken from it)."""
+             overrides: tp.Sequence[str] = (), echo: bool = True,
+             outputs: tp.Optional[Path] = paths.OUTPUTS_DIR) -> dora.DoraRun:
+    """Train (or resume) a MusicGen LM on the codec XP ``codec`` (n_q and card taken from it).
+
+    ``codec="latest"`` takes the most recent codec trained on ``dataset``. Refuses a codec whose
+    sample rate differs from the dataset's.
+    """
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
     check_manifests(dataset, workspace)
+    check_disk(workspace)
+    if codec == "latest":
+        codec = latest_codec(dataset, workspace)
+        logger.info("latest codec for %s: %s", dataset, codec)
     info = dora.codec_info(codec, workspace)
+    rates = {r.sample_rate for r in manifests.read_manifest(paths.dataset_dir(dataset, workspace) / "egs" / "train")}
+    if rates != {info.sample_rate}:
+        raise TrainingInputError(f"codec {codec} works at {info.sample_rate} Hz but dataset {dataset!r} is at "
+                                 f"{sorted(rates)} Hz: prepare the data at the codec's rate or train a codec on it")
     args = presets.dora_run_args(spec, "musicgen", dset=dataset, conditioning=conditioning, codec=info,
                                  epochs=epochs, batch_size=batch_size, segment_seconds=segment_seconds,
                                  gpus=gpus, overrides=overrides)
     logger.info("LM on %s with codec %s (n_q=%d, card=%d), conditioning %s", dataset, codec, info.n_q, info.card,
                 conditioning)
-    return dora.run(args, workspace=workspace, echo=echo)
+    run = dora.run(args, workspace=workspace, echo=echo)
+    return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=dataset, codec=codec,
+                   conditioning=conditioning, args=args)

@@ -30,10 +30,17 @@ def ffmpeg() -> str:
     return exe
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run ``python -m musicpipe ...`` in a subprocess, as users do."""
-    return subprocess.run([sys.executable, "-m", "musicpipe", *args], capture_output=True, text=True,
-                          env=env if env is not None else dict(os.environ), cwd=cwd, timeout=timeout)
+def run_cli(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: int = 900,
+            script: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m musicpipe ...`` in a subprocess, as users do.
+
+    With ``script`` (``dora_train.py``, ``musicgen_train.py``, ``musicgen_generate.py``) the seed's script
+    in notebooks/ runs instead, given ``args`` without the subcommand.
+    """
+    cmd = [sys.executable, str(REPO / "notebooks" / script), *args[1:]] if script else \
+        [sys.executable, "-m", "musicpipe", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env if env is not None else dict(os.environ),
+                          cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +51,9 @@ def demo_data(workspace: Path) -> dict:
 
     return synthetic.prepare_synthetic("synthetic_demo", workspace, PrepareConfig(num_jobs=1),
                                        tracks_per_genre=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where training publishes `Checkpoints Small/<sig>/` during the tests (not the repo's outputs/)."""
+    return tmp_path_factory.mktemp("outputs")

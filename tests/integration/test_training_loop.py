@@ -9,31 +9,8 @@ import pytest
 import torch
 
 from musicpipe import dora, generation, manifests, training
-from conftest import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def codec(workspace, demo_data):
-    return training.train_codec("demo_cpu", "synthetic_demo", workspace, echo=False)
-
-
-@pytest.fixture(scope="module")
-def lm_none(workspace, codec):
-    return training.train_lm("demo_cpu", codec.sig, "synthetic_demo", workspace, conditioning="none", echo=False)
-
-
-@pytest.fixture(scope="module")
-def lm_genre(workspace, codec):
-    # through the CLI, as users run it
-    res = run_cli("train-lm", "--preset", "demo_cpu", "--dataset", "synthetic_demo", "--workspace", str(workspace),
-                  "--codec", codec.sig, "--conditioning", "genre")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    sigs = [line[4:].strip() for line in res.stdout.splitlines() if line.startswith("xp: ")]
-    assert len(sigs) == 1, res.stdout[-2000:]
-    assert f"train-lm: xp {sigs[0]} done, 2 epoch(s)" in res.stdout
-    return sigs[0]
 
 
 def _finite(x):
@@ -110,9 +87,9 @@ def test_codec_loads_from_its_signature_and_reconstructs(workspace, codec, demo_
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
-def test_distributed_run_with_two_gloo_workers_on_cpu(workspace, codec):
+def test_distributed_run_with_two_gloo_workers_on_cpu(workspace, codec, outputs):
     run = training.train_codec("demo_cpu", "synthetic_demo", workspace, gpus=2,
-                               overrides=["optim.epochs=1"], echo=False)
+                               overrides=["optim.epochs=1"], echo=False, outputs=outputs)
     assert run.sig != codec.sig
     assert run.checkpoint.exists() and len(run.history()) == 1
     logs = {p.name: p.read_text(errors="replace") for p in run.folder.glob("solver.log.*")}
