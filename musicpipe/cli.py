@@ -154,6 +154,7 @@ def _download(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
 
 
+
 def _prepare(args: argparse.Namespace) -> int:
     from musicpipe.prepare import PrepareConfig
 
@@ -213,6 +214,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from musicpipe import dora, presets, training
+    from musicpipe.sources import SourceError
 
     try:
         if args.command == "doctor":
@@ -290,7 +292,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             print(f"demo: codec xp {s['codec_xp']}, LM xp {s['lm_xp']} (genre-conditioned), "
                   f"{len(s['samples'])} samples in {Path(s['samples'][0]).parent}")
             return 0
-    except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError, ValueError) as exc:
+    except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError, ValueError,
+            SourceError) as exc:
         print(f"musicpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 1  # unreachable: argparse requires a command

@@ -55,7 +55,7 @@ def check_packages() -> tp.List[Check]:
     for dist, label in (("torch", "torch"), ("torchaudio", "torchaudio"), ("audiocraft", "audiocraft"),
                         ("dora-search", "dora"), ("hydra-core", "hydra"), ("xformers", "xformers")):
         version = _version(dist)
-        rows.append(Check(label, OK if version else FAIL, version or f"not installed: run `make setup`"))
+        rows.append(Check(label, OK if version else FAIL, version or "not installed: run `make setup`"))
     return rows
 
 

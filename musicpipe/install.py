@@ -147,22 +147,42 @@ def run(cmd: tp.Sequence[str], **kwargs: tp.Any) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kwargs)
 
 
-def ensure_ffmpeg(allow_apt: bool = True) -> str:
-    """ffmpeg on PATH, installing Debian's package when missing and we are root."""
-    exe = shutil.which("ffmpeg")
+# command -> (Debian package, why, required). Required tools stop setup when missing; others warn.
+SYSTEM_TOOLS = {
+    "ffmpeg": ("ffmpeg", "AudioCraft writes audio through it", True),
+    "ssh": ("openssh-client", "runpod_ssh_sync.py's config is checked with `ssh -G` in the tests", False),
+    "shellcheck": ("shellcheck", "the tests lint scripts/*.sh with it", False),
+}
+
+
+def ensure_tool(command: str, allow_apt: bool = True) -> tp.Optional[str]:
+    """``command`` on PATH, installing its Debian package when missing and we are root."""
+    package, why, required = SYSTEM_TOOLS[command]
+    exe = shutil.which(command)
     if exe:
         return exe
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if allow_apt and is_root and shutil.which("apt-get"):
-        log("ffmpeg not found: installing Debian's ffmpeg package")
+        log(f"{command} not found: installing Debian's {package} package")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         run(["apt-get", "update", "-qq"], env=env)
-        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "ffmpeg"], env=env)
-        exe = shutil.which("ffmpeg")
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env)
+        exe = shutil.which(command)
         if exe:
             return exe
-    raise SetupError("ffmpeg is required (AudioCraft writes audio through it) and was not found on PATH. "
-                     "Install it, e.g. `sudo apt-get install -y ffmpeg` (Debian/Ubuntu), then run `make setup` again.")
+    message = (f"{command} is {'required' if required else 'recommended'} ({why}) and was not found on PATH. "
+               f"Install it, e.g. `sudo apt-get install -y {package}` (Debian/Ubuntu), then run `make setup` again.")
+    if required:
+        raise SetupError(message)
+    log("warning: " + message)
+    return None
+
+
+def ensure_ffmpeg(allow_apt: bool = True) -> str:
+    """ffmpeg on PATH, installing Debian's package when missing and we are root."""
+    exe = ensure_tool("ffmpeg", allow_apt)
+    assert exe is not None
+    return exe
 
 
 def venv_python() -> Path:
@@ -264,6 +284,8 @@ def _smoke_test(python: Path) -> bool:
 def setup(force: bool = False, allow_apt: bool = True) -> TorchChoice:
     """Run every step; returns the torch choice. Raises :class:`SetupError` with a reason."""
     ffmpeg = ensure_ffmpeg(allow_apt=allow_apt)
+    for tool in ("ssh", "shellcheck"):
+        ensure_tool(tool, allow_apt=allow_apt)
     log(f"ffmpeg: {ffmpeg}")
     choice = choose_torch_build(detect_driver_cuda(), os.environ.get("MUSICPIPE_TORCH_BUILD"))
     log(f"torch {TORCH_VERSION}: {choice.tag} ({choice.reason})")

@@ -171,3 +171,12 @@ def test_cli_download_then_prepare_fma_mini(corpus, server, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     last = res.stdout.strip().splitlines()[-1]
     assert last.startswith("prepare: fma_small_mini") and "dset=audio/fma_small_mini" in last
+
+
+def test_cli_names_the_reason_for_bad_source_arguments(tmp_path):
+    res = run_cli("download", "fma", "--subset", "fma_tiny", "--workspace", str(tmp_path))
+    assert res.returncode == 2 and "unknown FMA subset 'fma_tiny'" in res.stderr
+    res = run_cli("prepare", "fma", "--subset", "fma_small", "--workspace", str(tmp_path))
+    assert res.returncode == 2 and "fma_small is not downloaded" in res.stderr
+    res = run_cli("download", "mtg_jamendo", "--parts", "5-2", "--workspace", str(tmp_path))
+    assert res.returncode == 2 and "reversed" in res.stderr

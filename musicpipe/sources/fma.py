@@ -26,6 +26,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import download, manifests, paths
+from musicpipe.sources import SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ METADATA_MEMBERS = ("fma_metadata/tracks.csv", "fma_metadata/genres.csv")
 MARKER = ".completed"
 
 
-class FMAError(RuntimeError):
+class FMAError(SourceError):
     """An FMA download or prepare step cannot proceed (names the file and the reason)."""
 
 

@@ -22,6 +22,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import download, manifests, paths
+from musicpipe.sources import SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ META_TSV = "data/raw.meta.tsv"
 SPLIT_TSV = "data/splits/{split}/autotagging-{part}.tsv"
 
 
-class MTGError(RuntimeError):
+class MTGError(SourceError):
     """An MTG-Jamendo step cannot proceed (names the file and the reason)."""
 
 
