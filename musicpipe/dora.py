@@ -62,12 +62,12 @@ def xp_signature(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Pa
 
 
 def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None,
-        echo: bool = True, tail_lines: int = 60) -> DoraRun:
+        echo: bool = True, tail_lines: int = 60, env: tp.Optional[tp.Mapping[str, str]] = None) -> DoraRun:
     """Run ``python -m dora <args>`` with the integration layer's environment; raise on failure.
 
     Output is streamed (``echo``) and its tail kept for the error message. Prints ``xp: <sig>``
     on a line of its own before training starts. Re-running the same args resumes the same XP
-    from its last checkpoint (Dora's behaviour).
+    from its last checkpoint (Dora's behaviour). ``env`` adds variables for the run (e.g. HF_HUB_OFFLINE).
     """
     sig = xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
@@ -76,7 +76,8 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
     cmd = [sys.executable, "-m", "dora", *args]
     tail: tp.Deque[str] = collections.deque(maxlen=tail_lines)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=audiocraft_env.environment(workspace), cwd=paths.REPO_ROOT, bufsize=1)
+                            env={**audiocraft_env.environment(workspace), **(env or {})}, cwd=paths.REPO_ROOT,
+                            bufsize=1)
     assert proc.stdout is not None
     for line in proc.stdout:
         tail.append(line.rstrip("\n"))

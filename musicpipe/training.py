@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import urllib.error
+import urllib.request
 import typing as tp
 from pathlib import Path
 
@@ -79,6 +82,40 @@ def _finish(run: dora.DoraRun, workspace: tp.Optional[tp.Union[str, Path]], outp
     return run
 
 
+T5_DEFAULT = "t5-base"  # AudioCraft's text2music conditioner
+
+
+def check_t5(name: str = T5_DEFAULT, *, cache_dir: tp.Optional[str] = None, endpoint: tp.Optional[str] = None,
+             timeout: float = 5.0) -> str:
+    """Can text conditioning load T5 ``name``? ``"cache"`` (local HF cache) or ``"hub"``; else a clear error.
+
+    Takes about 2 s either way, where the training run would otherwise retry silently for minutes
+    (shared/docs/AUDIOCRAFT.md). ``endpoint`` defaults to ``$HF_ENDPOINT`` or https://huggingface.co.
+    """
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(name, local_files_only=True, cache_dir=cache_dir)
+        return "cache"
+    except Exception:  # noqa: BLE001 - any failure means "not usable from the cache"
+        pass
+    base = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    url = f"{base}/{name}/resolve/main/config.json"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as resp:
+            if resp.status < 400:
+                return "hub"
+            reason = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise TrainingInputError(
+        f"text conditioning needs the T5 model {name!r}, which is not in the local Hugging Face cache, and {url} "
+        f"cannot be reached ({reason}). On a pod with internet access it downloads on first use; offline, train "
+        "with --conditioning genre or none.")
+
+
 def latest_codec(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> str:
     """The most recently trained codec XP for ``dataset`` (from the records musicpipe leaves in XP folders)."""
     found = []
@@ -137,6 +174,12 @@ def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
         codec = latest_codec(dataset, workspace)
         logger.info("latest codec for %s: %s", dataset, codec)
     info = dora.codec_info(codec, workspace)
+    env: tp.Dict[str, str] = {}
+    if conditioning == "text":
+        t5 = presets.parse_overrides(overrides).get("conditioners.description.t5.name", T5_DEFAULT)
+        source = check_t5(t5)
+        env["HF_HUB_OFFLINE"] = "1" if source == "cache" else "0"
+        logger.info("T5 %s: loading from the %s", t5, "local cache" if source == "cache" else "Hugging Face hub")
     rates = {r.sample_rate for r in manifests.read_manifest(paths.dataset_dir(dataset, workspace) / "egs" / "train")}
     if rates != {info.sample_rate}:
         raise TrainingInputError(f"codec {codec} works at {info.sample_rate} Hz but dataset {dataset!r} is at "
@@ -146,6 +189,6 @@ def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
                                  gpus=gpus, overrides=overrides)
     logger.info("LM on %s with codec %s (n_q=%d, card=%d), conditioning %s", dataset, codec, info.n_q, info.card,
                 conditioning)
-    run = dora.run(args, workspace=workspace, echo=echo)
+    run = dora.run(args, workspace=workspace, echo=echo, env=env)
     return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=dataset, codec=codec,
                    conditioning=conditioning, args=args)

@@ -71,7 +71,7 @@ def test_continuation_from_prompt_audio(workspace, tmp_path, lm_none, demo_data)
     assert out_sr == 32000 and abs(len(out) - 64000) < 1000  # prompt included, 2 s in all
 
 
-def test_latest_codec_and_refusals(workspace, codec, tmp_path):
+def test_latest_codec_and_refusals(workspace, codec, tmp_path, monkeypatch):
     now = time.time() + 60
     os.utime(codec.checkpoint, (now, now))
     assert training.latest_codec("synthetic_demo", workspace) == codec.sig
@@ -81,6 +81,11 @@ def test_latest_codec_and_refusals(workspace, codec, tmp_path):
                                 tracks_per_genre=2, genres=["rock"], progress=False)
     with pytest.raises(training.TrainingInputError, match="works at 32000 Hz but dataset 'at16k' is at \\[16000\\]"):
         training.train_lm("demo_cpu", codec.sig, "at16k", workspace, echo=False, outputs=None)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # no hub, and no T5 in the cache
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(training.TrainingInputError, match="needs the T5 model 't5-base'"):
+        training.train_lm("demo_cpu", codec.sig, "synthetic_demo", workspace, conditioning="text", echo=False,
+                          outputs=None)
     with pytest.raises(dora.DoraError, match="not a compression"):
         training.train_lm("demo_cpu", _lm_sig(workspace), "synthetic_demo", workspace,
                           echo=False, outputs=None)
