@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-codec", help="train (or resume) an EnCodec codec with dora run")
     _add_training(p)
+    p.add_argument("--codec-check-every", type=int, default=None,
+                   help="codec quality check every N epochs (default $CODEC_CHECK_EVERY or 10; 0 = off)")
+    p.add_argument("--codec-check-samples", type=int, default=None,
+                   help="validation segments per check (default $CODEC_CHECK_SAMPLES or 5)")
 
     p = sub.add_parser("train-lm", help="train (or resume) a MusicGen LM on a codec XP")
     _add_training(p)
@@ -245,7 +249,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                         preset, "compression", dset=args.dataset, **_training_args(args))))
                     return 0
                 run = training.train_codec(args.preset, args.dataset, args.workspace, outputs=_outputs(args),
-                                           **_training_args(args))
+                                           codec_check_every=args.codec_check_every,
+                                           codec_check_samples=args.codec_check_samples, **_training_args(args))
             else:
                 if args.dry_run:
                     codec = args.codec if args.codec != "latest" else training.latest_codec(

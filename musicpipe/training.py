@@ -137,11 +137,14 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
                 workspace: tp.Optional[tp.Union[str, Path]] = None, *, epochs: tp.Optional[int] = None,
                 batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
                 gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
-                outputs: tp.Optional[Path] = paths.OUTPUTS_DIR) -> dora.DoraRun:
+                outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, codec_check_every: tp.Optional[int] = None,
+                codec_check_samples: tp.Optional[int] = None) -> dora.DoraRun:
     """Train (or resume) an EnCodec codec with ``dora run`` on the compression solver.
 
     Checks manifests and disk first; afterwards records the run in the XP folder and publishes its
     checkpoints to ``<outputs>/Checkpoints Small/<sig>/`` (``outputs=None``: not published).
+    Every ``codec_check_every`` epochs (default ``$CODEC_CHECK_EVERY`` or 10; 0 = off) a codec quality
+    check of ``codec_check_samples`` validation segments goes to ``<outputs>/codec_quality_check/<sig>/``.
     """
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
@@ -151,7 +154,12 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
                                  segment_seconds=segment_seconds, gpus=gpus, overrides=overrides)
     logger.info("codec on %s (%d train / %d valid files), preset %s", dataset, counts["train"], counts["valid"],
                 preset)
-    run = dora.run(args, workspace=workspace, echo=echo)
+    env = {"MUSICPIPE_OUTPUTS": str(outputs)} if outputs is not None else {}
+    if codec_check_every is not None:
+        env["CODEC_CHECK_EVERY"] = str(int(codec_check_every))
+    if codec_check_samples is not None:
+        env["CODEC_CHECK_SAMPLES"] = str(int(codec_check_samples))
+    run = dora.run(args, workspace=workspace, echo=echo, env=env)
     return _finish(run, workspace, outputs, kind="compression", preset=preset, dataset=dataset, args=args)
 
 

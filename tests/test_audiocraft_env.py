@@ -77,3 +77,10 @@ def test_workspace_with_spaces_gets_a_hydra_safe_dora_dir(tmp_path):
     assert (ws / "experiments" / "audiocraft" / "probe").read_text() == "x"
     plain = tmp_path / "plain"
     assert audiocraft_env.hydra_safe_dora_dir(plain) == plain / "experiments" / "audiocraft"
+
+
+def test_codec_check_schedule():
+    from musicpipe.dora_entry.hooks import codec_check_due
+
+    assert [e for e in range(1, 8) if codec_check_due(e, 3)] == [3, 6]
+    assert not any(codec_check_due(e, 0) for e in range(1, 20))

@@ -14,6 +14,10 @@ audiocraft_env.activate()
 
 from audiocraft.train import get_solver_from_sig, get_solver_from_xp, main  # noqa: E402
 
+from musicpipe.dora_entry.hooks import install_codec_check_hook  # noqa: E402
+
+install_codec_check_hook()
+
 # Spawned DDP workers run `python -m dora -P <package> --main_module <module> run ...`.
 main.package = audiocraft_env.DORA_PACKAGE
 main.main_module = audiocraft_env.DORA_MAIN_MODULE

@@ -8,7 +8,9 @@ from conftest import run_cli
 
 @pytest.fixture(scope="session")
 def codec(workspace, demo_data, outputs):
-    return training.train_codec("demo_cpu", "synthetic_demo", workspace, echo=False, outputs=outputs)
+    # codec quality checks after both epochs, through the Dora entry package's hook
+    return training.train_codec("demo_cpu", "synthetic_demo", workspace, echo=False, outputs=outputs,
+                                codec_check_every=1, codec_check_samples=2)
 
 
 @pytest.fixture(scope="session")

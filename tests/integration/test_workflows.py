@@ -123,3 +123,16 @@ def test_resume_after_a_killed_run(workspace, demo_data, tmp_path):
     history = dora.read_history(paths.xp_dir(sig, workspace))
     assert len(history) == 3
     assert history[0] == first[0]  # restored from the checkpoint, not trained again
+
+
+def test_codec_checks_ran_during_training(workspace, outputs, codec):
+    valid = manifests.read_manifest(paths.dataset_dir("synthetic_demo", workspace) / "egs" / "valid")
+    expected = min(2, len(valid))  # codec_check_samples=2, at most what valid holds
+    for epoch in (1, 2):
+        folder = outputs / "codec_quality_check" / codec.sig / f"epoch_{epoch}"
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["num_samples"] == expected
+        assert {s["source"] for s in summary["samples"]} <= {r.path for r in valid}
+        assert len(list(folder.glob("sample_*_original.wav"))) == expected
+        assert len(list(folder.glob("sample_*_reconstructed.wav"))) == expected
+
