@@ -81,6 +81,24 @@ def read_manifest(egs_dir: tp.Union[str, Path]) -> tp.List[AudioRecord]:
         return [AudioRecord(**json.loads(line)) for line in f if line.strip()]
 
 
+class ManifestError(ValueError):
+    """A manifest is missing, unreadable or empty (the message names the file)."""
+
+
+def read_nonempty_manifest(egs_dir: tp.Union[str, Path]) -> tp.List[AudioRecord]:
+    """:func:`read_manifest`, raising :class:`ManifestError` when the file is missing, invalid or empty."""
+    manifest = Path(egs_dir) / "data.jsonl"
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: missing")
+    try:
+        records = read_manifest(egs_dir)
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(f"{manifest}: not a valid AudioCraft manifest ({exc})") from None
+    if not records:
+        raise ManifestError(f"{manifest}: empty, lists no audio file")
+    return records
+
+
 def sidecar(**fields: tp.Any) -> tp.Dict[str, tp.Any]:
     """A sidecar dict with every MusicInfo key present (None for unknown)."""
     unknown = set(fields) - set(SIDECAR_FIELDS)

@@ -41,16 +41,11 @@ def check_manifests(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = 
     counts = {}
     for split in ("train", "valid"):
         egs = paths.dataset_dir(dataset, workspace) / "egs" / split
-        manifest = egs / "data.jsonl"
-        if not manifest.exists():
-            raise TrainingInputError(f"{manifest}: missing; prepare the dataset {dataset!r} first "
-                                     f"(`musicpipe prepare ...`)")
         try:
-            records = manifests.read_manifest(egs)
-        except (ValueError, TypeError) as exc:
-            raise TrainingInputError(f"{manifest}: not a valid AudioCraft manifest ({exc})") from None
-        if not records:
-            raise TrainingInputError(f"{manifest}: lists no audio file")
+            records = manifests.read_nonempty_manifest(egs)
+        except manifests.ManifestError as exc:
+            raise TrainingInputError(f"{exc}; prepare the dataset {dataset!r} first (`musicpipe prepare ...`)") \
+                from None
         counts[split] = len(records)
     return counts
 

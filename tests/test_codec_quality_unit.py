@@ -254,20 +254,20 @@ def test_resolve_xp_and_manifest_errors(tmp_path: Path) -> None:
     name, egs = cqc._valid_egs(old, None, ws.resolve())
     assert name == "demo_set" and egs == ws.resolve() / "data" / "demo_set" / "egs" / "valid"
     assert cqc._valid_egs(old, "given", ws.resolve())[0] == "given"
-    with pytest.raises(cqc.CodecCheckError, match=r"data\.jsonl: no valid manifest"):
+    with pytest.raises(cqc.CodecCheckError, match=r"data\.jsonl: missing: no valid manifest"):
         cqc.valid_segments(egs)
     egs.mkdir(parents=True)
     (egs / "data.jsonl").write_text("\n")
-    with pytest.raises(cqc.CodecCheckError, match=r"data\.jsonl: empty manifest"):
+    with pytest.raises(cqc.CodecCheckError, match=r"data\.jsonl: empty, lists no audio file"):
         cqc.valid_segments(egs)
     (egs / "data.jsonl").write_text('{"path": "relative.wav", "duration": 1.0, "sample_rate": 8000}\n')
-    with pytest.raises(cqc.CodecCheckError, match="invalid manifest"):
+    with pytest.raises(cqc.CodecCheckError, match="not a valid AudioCraft manifest"):
         cqc.valid_segments(egs)
     (egs / "data.jsonl").write_text('{"path": "/x/a.wav", "duration": 1.0, "sample_rate": 8000}\n')
     assert cqc.valid_segments(egs) == ["/x/a.wav"]
     # run_check fails on the manifest before loading any model
     (egs / "data.jsonl").write_text("")
-    with pytest.raises(cqc.CodecCheckError, match="empty manifest"):
+    with pytest.raises(cqc.CodecCheckError, match="empty, lists no audio file"):
         cqc.run_check("aaaaaaaa", workspace=ws)
 
 

@@ -518,15 +518,11 @@ def valid_segments(egs_dir: Path) -> tp.List[str]:
     """The audio paths of ``<egs_dir>/data.jsonl``; a clear error when it is missing, invalid or empty."""
     from musicpipe import manifests
 
-    manifest = Path(egs_dir) / "data.jsonl"
-    if not manifest.is_file():
-        raise CodecCheckError(f"{manifest}: no valid manifest (prepare the dataset first, or pass --dataset)")
     try:
-        records = manifests.read_manifest(egs_dir)
-    except (ValueError, TypeError) as e:
-        raise CodecCheckError(f"{manifest}: invalid manifest ({e})") from e
-    if not records:
-        raise CodecCheckError(f"{manifest}: empty manifest, no segments to check")
+        records = manifests.read_nonempty_manifest(egs_dir)
+    except manifests.ManifestError as e:
+        raise CodecCheckError(f"{e}: no valid manifest to check (prepare the dataset first, or pass --dataset)") \
+            from None
     return [r.path for r in records]
 
 

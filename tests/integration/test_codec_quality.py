@@ -81,4 +81,4 @@ def test_cli_script(workspace: Path, codec, tmp_path: Path) -> None:
                           str(tmp_path / "bad")], cwd=REPO, capture_output=True, text=True, env=dict(os.environ),
                          timeout=600)
     assert bad.returncode == 1
-    assert "no_such_dataset" in bad.stderr and "data.jsonl: no valid manifest" in bad.stderr
+    assert "no_such_dataset" in bad.stderr and "data.jsonl: missing: no valid manifest" in bad.stderr
