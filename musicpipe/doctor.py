@@ -75,10 +75,7 @@ def check_gpus() -> Check:
 
 def check_disk(workspace: tp.Optional[tp.Union[str, Path]] = None) -> Check:
     ws = paths.workspace_root(workspace)
-    probe = ws
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free_gb = shutil.disk_usage(probe).free / 2**30
+    free_gb = paths.free_gib(ws)
     status = OK if free_gb >= MIN_FREE_GB else WARN
     return Check("disk", status, f"{free_gb:.1f} GiB free under {ws}" +
                  ("" if status == OK else f" (less than {MIN_FREE_GB:.0f} GiB: checkpoints and data will not fit)"))

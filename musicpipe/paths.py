@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import typing as tp
 from pathlib import Path
 
@@ -48,3 +49,11 @@ def workspace_config_dir(workspace: tp.Optional[tp.Union[str, Path]] = None) -> 
 def dataset_dir(name: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> Path:
     """``<ws>/data/<name>``."""
     return workspace_root(workspace) / "data" / name
+
+
+def free_gib(workspace: tp.Optional[tp.Union[str, Path]] = None) -> float:
+    """Free disk space (GiB) where the workspace is, or would be created."""
+    probe = workspace_root(workspace)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free / 2**30

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import urllib.error
 import urllib.request
 import typing as tp
@@ -52,12 +51,9 @@ def check_manifests(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = 
 
 def check_disk(workspace: tp.Optional[tp.Union[str, Path]] = None, min_free_gb: float = MIN_FREE_GB) -> float:
     """Free GiB under the workspace; refuses below ``min_free_gb`` (checkpoints would not fit)."""
-    probe = paths.workspace_root(workspace)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free / 2**30
+    free = paths.free_gib(workspace)
     if free < min_free_gb:
-        raise TrainingInputError(f"{probe}: only {free:.2f} GiB free, at least {min_free_gb:g} GiB needed for "
+        raise TrainingInputError(f"{paths.workspace_root(workspace)}: only {free:.2f} GiB free, at least {min_free_gb:g} GiB needed for "
                                  "checkpoints")
     return free
 
