@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast demo doctor
+.PHONY: setup test test-fast demo pipeline doctor
 
 setup:
 	$(PYTHON) -m musicpipe.install $(if $(FORCE),--force,)
@@ -16,6 +16,12 @@ test-fast: setup
 
 demo: setup
 	$(VENV)/bin/musicpipe demo
+
+# The notebook chain for a real dataset, e.g. `make pipeline DATASET=fma_small_mini` (or all_files, fma_large);
+# PARAMS=<file.yaml> passes papermill parameters.
+DATASET ?= fma_small_mini
+pipeline: setup
+	$(VENV)/bin/musicpipe pipeline --chain $(DATASET) $(if $(PARAMS),--params $(PARAMS),)
 
 doctor: setup
 	$(VENV)/bin/musicpipe doctor

@@ -123,8 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("xp", help="XP signature")
     _add_workspace(p)
 
-    p = sub.add_parser("demo", help="the tiny end-to-end loop on synthetic data (CPU, minutes)")
+    p = sub.add_parser("pipeline", help="run a chain of the numbered notebooks headless with papermill")
+    p.add_argument("--chain", default="fma_small_mini", help="fma_small_mini | all_files | fma_large")
+    p.add_argument("--params", type=Path, default=None, help="YAML of notebook parameters (papermill -f)")
+    p.add_argument("-p", "--param", dest="params_extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="one parameter (repeat), applied after --params")
     _add_workspace(p)
+    p.add_argument("--outputs", type=Path, default=None, help="default <repo>/outputs")
+
+    p = sub.add_parser("demo", help="the notebook chain on synthetic music with params/demo_cpu.yaml (CPU, minutes)")
+    _add_workspace(p)
+    p.add_argument("--outputs", type=Path, default=None, help="default <repo>/outputs")
+    p.add_argument("-p", "--param", dest="params_extra", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
@@ -218,6 +228,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from musicpipe import dora, presets, training
+    from musicpipe.notebooks import NotebookError
+    from musicpipe.pipeline import PipelineError
     from musicpipe.sources import SourceError
 
     try:
@@ -290,15 +302,23 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             folder = report.write_report(args.xp, args.workspace)
             print(f"report: {folder / 'index.html'}")
             return 0
+        if args.command == "pipeline":
+            from musicpipe import notebooks
+
+            res = notebooks.run_chain(args.chain, args.params, args.params_extra, workspace=args.workspace,
+                                      outputs=args.outputs)
+            print(f"pipeline: {args.chain}: {len(res['notebooks'])} notebooks in {res['seconds']:.0f} s; open "
+                  + ", ".join(res["pages"]))
+            return 0
         if args.command == "demo":
             from musicpipe import demo
 
-            s = demo.run_demo(args.workspace)
-            print(f"demo: codec xp {s['codec_xp']}, LM xp {s['lm_xp']} (genre-conditioned), "
-                  f"{len(s['samples'])} samples in {Path(s['samples'][0]).parent}")
+            s = demo.run_demo(args.workspace, args.outputs, args.params_extra)
+            print(f"demo: {s['seconds']:.0f} s: codec xp {s['codec_xp']} (SI-SNR {s['codec_si_snr_db']:.1f} dB), "
+                  f"LM xp {s['lm_xp']} ({s['conditioning']}-conditioned); open " + ", ".join(s["pages"]))
             return 0
     except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError, ValueError,
-            SourceError) as exc:
+            SourceError, NotebookError, PipelineError) as exc:
         print(f"musicpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 1  # unreachable: argparse requires a command

@@ -1,10 +1,14 @@
-"""The tiny end-to-end loop on the built-in synthetic data (what ``make demo`` runs for now).
+"""``make demo``: the notebook chain through papermill on the demo parameters (synthetic music, CPU).
 
-synthetic clips -> manifests -> tiny EnCodec (dora run) -> tiny MusicGen conditioned on genre
-(dora run on the codec's XP) -> generated samples under ``outputs/samples/<lm sig>/``.
+Runs the ``all_files`` chain (environment -> two synthetic sources prepared and combined -> codec with
+its quality checks -> genre-conditioned LM with fixed-seed samples -> reports) with
+``params/demo_cpu.yaml``, writes ``outputs/reports/demo_summary.json`` and returns the summary with the
+HTML pages to open.
 
 Example:
-    >>> from musicpipe.demo import run_demo
+    >>> from musicpipe.demo import DEMO_PARAMS
+    >>> DEMO_PARAMS.name
+    'demo_cpu.yaml'
     >>> summary = run_demo(workspace="/tmp/ws")   # doctest: +SKIP
 """
 
@@ -15,22 +19,27 @@ import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import generation, manifests, paths, synthetic, training
+from musicpipe import manifests, notebooks, paths
 
 logger = logging.getLogger(__name__)
 
+DEMO_PARAMS = notebooks.PARAMS_DIR / "demo_cpu.yaml"
+DEMO_CHAIN = "all_files"
+_CODEC_NB = "fma/small/02_audiocraft_train_compression_debug"
+_LM_NB = "03_audiocraft_train_musicgen_uncond_debug"
 
-def run_demo(workspace: tp.Optional[tp.Union[str, Path]] = None, outputs: Path = paths.OUTPUTS_DIR,
-             preset: str = "demo_cpu", dataset: str = "synthetic_demo", echo: bool = True) -> tp.Dict[str, tp.Any]:
-    report = synthetic.prepare_synthetic(dataset, workspace, tracks_per_genre=4, duration=10.0, progress=echo)
-    codec = training.train_codec(preset, dataset, workspace, echo=echo, outputs=outputs)
-    lm = training.train_lm(preset, codec.sig, dataset, workspace, conditioning="genre", echo=echo, outputs=outputs)
-    genres = list(synthetic.GENRES)
-    settings = generation.generate_to_folder(outputs / "samples" / lm.sig, sig=lm.sig, workspace=workspace,
-                                             num_samples=len(genres), duration=2.0, genres=genres)
-    samples = [outputs / "samples" / lm.sig / name for name in settings["files"]]
-    summary = {"dataset": dataset, "prepare_counts": report.get("counts", {}), "codec_xp": codec.sig, "lm_xp": lm.sig,
-               "codec_checkpoint": str(codec.checkpoint), "lm_checkpoint": str(lm.checkpoint),
-               "samples": [str(p) for p in samples]}
-    manifests.atomic_write_text(outputs / "reports" / "demo_summary.json", json.dumps(summary, indent=2) + "\n")
+
+def run_demo(workspace: tp.Optional[tp.Union[str, Path]] = None, outputs: tp.Optional[Path] = None,
+             overrides: tp.Sequence[str] = (), progress: bool = True) -> tp.Dict[str, tp.Any]:
+    out = Path(outputs) if outputs else paths.OUTPUTS_DIR
+    chain = notebooks.run_chain(DEMO_CHAIN, DEMO_PARAMS, overrides, workspace=workspace, outputs=out,
+                                progress=progress)
+    codec = chain["summaries"][_CODEC_NB]
+    lm = chain["summaries"][_LM_NB]
+    summary = {"chain": DEMO_CHAIN, "params": str(DEMO_PARAMS), "seconds": chain["seconds"],
+               "workspace": chain["workspace"], "codec_xp": codec["codec"]["xp"], "lm_xp": lm["lm"]["xp"],
+               "codec_si_snr_db": codec["quality"]["mean"]["si_snr_db"], "conditioning": lm["lm"]["conditioning"],
+               "samples_index": lm["samples"]["index"], "pages": chain["pages"],
+               "executed_notebooks": [str(notebooks.output_path(n, out)) for n in chain["notebooks"]]}
+    manifests.atomic_write_text(out / "reports" / "demo_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -36,6 +36,7 @@ class DoraRun:
     folder: Path
     returncode: int
     output_tail: str
+    skipped: bool = False  # the XP had already trained all its epochs: nothing was launched
 
     @property
     def checkpoint(self) -> Path:
@@ -62,14 +63,16 @@ def xp_signature(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Pa
 
 
 def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None,
-        echo: bool = True, tail_lines: int = 60, env: tp.Optional[tp.Mapping[str, str]] = None) -> DoraRun:
+        echo: bool = True, tail_lines: int = 60, env: tp.Optional[tp.Mapping[str, str]] = None,
+        sig: tp.Optional[str] = None) -> DoraRun:
     """Run ``python -m dora <args>`` with the integration layer's environment; raise on failure.
 
     Output is streamed (``echo``) and its tail kept for the error message. Prints ``xp: <sig>``
     on a line of its own before training starts. Re-running the same args resumes the same XP
     from its last checkpoint (Dora's behaviour). ``env`` adds variables for the run (e.g. HF_HUB_OFFLINE).
+    ``sig``: the XP signature when the caller has already computed it (:func:`xp_signature`).
     """
-    sig = xp_signature(args, workspace)
+    sig = sig or xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
     print(f"xp: {sig}", flush=True)
     logger.info("dora %s (xp folder %s)", " ".join(args), folder)

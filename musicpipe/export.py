@@ -136,7 +136,9 @@ def publish_checkpoints(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = 
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(final.resolve())
     os.replace(tmp, link)
-    _save_atomic(_export_package(final, kind), dest / "best_state.th")
+    best = dest / "best_state.th"
+    if not best.exists() or best.stat().st_mtime < final.resolve().stat().st_mtime:  # else: already up to date
+        _save_atomic(_export_package(final, kind), best)
     for src, name in ((xp / ".hydra" / "config.yaml", "config.yaml"), (xp / ".argv.json", "argv.json")):
         if src.exists():
             tmp_copy = dest / f".{name}.tmp"

@@ -152,6 +152,8 @@ SYSTEM_TOOLS = {
     "ffmpeg": ("ffmpeg", "AudioCraft writes audio through it", True),
     "ssh": ("openssh-client", "runpod_ssh_sync.py's config is checked with `ssh -G` in the tests", False),
     "shellcheck": ("shellcheck", "the tests lint scripts/*.sh with it", False),
+    "chromium": ("chromium", "the tests render HTML pages in headless Chromium", False),
+    "chromedriver": ("chromium-driver", "the tests drive headless Chromium through it (selenium)", False),
 }
 
 
@@ -284,7 +286,7 @@ def _smoke_test(python: Path) -> bool:
 def setup(force: bool = False, allow_apt: bool = True) -> TorchChoice:
     """Run every step; returns the torch choice. Raises :class:`SetupError` with a reason."""
     ffmpeg = ensure_ffmpeg(allow_apt=allow_apt)
-    for tool in ("ssh", "shellcheck"):
+    for tool in (t for t in SYSTEM_TOOLS if t != "ffmpeg"):
         ensure_tool(tool, allow_apt=allow_apt)
     log(f"ffmpeg: {ffmpeg}")
     choice = choose_torch_build(detect_driver_cuda(), os.environ.get("MUSICPIPE_TORCH_BUILD"))

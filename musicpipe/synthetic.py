@@ -111,7 +111,7 @@ def render_sources(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union
                    genres: tp.Optional[tp.Sequence[str]] = None) -> tp.List[tp.Any]:
     """Render the clips into ``<ws>/data/<name>/downloads/`` (the source's "download") as prepare inputs.
 
-    Each track has its own artist. Clips already rendered with the same parameters are kept.
+    Each track has its own artist (a seed other than 0 gives other artists). Clips already rendered with the same parameters are kept.
     Rendered at 44.1 kHz so ``prepare`` really resamples, as it does for real music.
     """
     import soundfile as sf
@@ -139,9 +139,11 @@ def render_sources(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union
             tmp.replace(wav)
             manifests.atomic_write_text(stamp_path, stamp)
         style = GENRES[genre]
+        # another seed renders other music: other "artists", so combined synthetic sets split cleanly
+        artist = f"synth artist {genre} {k}" + (f" seed {seed}" if seed else "")
         moods = [m.strip() for m in style.moods.split(",")]
         inputs.append(TrackInput(
-            path=wav, track_id=track, artist=f"synth artist {genre} {k}", title=f"{genre} study {k}",
+            path=wav, track_id=track, artist=artist, title=f"{genre} study {k}",
             album="musicpipe synthetic", genre=genre, genres=[genre], tags=["synthetic", genre], moods=moods,
             instrument=style.instrument,
             description=f"{style.moods} {genre} track at {style.bpm:.0f} bpm with {style.instrument}",

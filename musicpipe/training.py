@@ -58,6 +58,46 @@ def check_disk(workspace: tp.Optional[tp.Union[str, Path]] = None, min_free_gb: 
     return free
 
 
+def target_epochs(args: tp.Sequence[str]) -> tp.Optional[int]:
+    """``optim.epochs`` in a ``dora run`` argument list (the last one wins), None when absent.
+
+    >>> target_epochs(["run", "solver=x", "optim.epochs=2", "optim.epochs=3"]), target_epochs(["run"])
+    (3, None)
+    """
+    found = None
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key == "optim.epochs":
+            try:
+                found = int(value)
+            except ValueError:
+                found = None
+    return found
+
+
+def finished(folder: Path, epochs: tp.Optional[int]) -> bool:
+    """An XP folder whose history holds ``epochs`` epochs and whose final checkpoint exists."""
+    if epochs is None or not (folder / "checkpoint.th").exists():
+        return False
+    try:
+        return len(dora.read_history(folder)) >= epochs
+    except (OSError, ValueError):
+        return False
+
+
+def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]], echo: bool,
+            env: tp.Mapping[str, str], rerun: bool) -> dora.DoraRun:
+    """``dora run``, unless that XP already trained all its epochs (then nothing runs, unless ``rerun``)."""
+    sig = dora.xp_signature(args, workspace)
+    folder = paths.xp_dir(sig, workspace)
+    epochs = target_epochs(args)
+    if not rerun and finished(folder, epochs):
+        print(f"xp: {sig}", flush=True)
+        logger.info("xp %s already trained its %d epochs (%s): skipped", sig, epochs, folder)
+        return dora.DoraRun(sig=sig, folder=folder, returncode=0, output_tail="", skipped=True)
+    return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig)
+
+
 def _record(run: dora.DoraRun, **info: tp.Any) -> None:
     manifests.atomic_write_text(run.folder / RECORD, json.dumps({"sig": run.sig, **info}, indent=1) + "\n")
 
@@ -66,7 +106,8 @@ def _finish(run: dora.DoraRun, workspace: tp.Optional[tp.Union[str, Path]], outp
             **info: tp.Any) -> dora.DoraRun:
     from musicpipe import export
 
-    _record(run, **info)
+    if not run.skipped or not (run.folder / RECORD).exists():
+        _record(run, **info)
     if outputs is not None:
         dest = export.publish_checkpoints(run.sig, workspace, outputs)
         logger.info("checkpoints of %s in %s", run.sig, dest)
@@ -129,10 +170,14 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
                 batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
                 gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
                 outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, codec_check_every: tp.Optional[int] = None,
-                codec_check_samples: tp.Optional[int] = None) -> dora.DoraRun:
+                codec_check_samples: tp.Optional[int] = None, rerun: bool = False,
+                env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
     """Train (or resume) an EnCodec codec with ``dora run`` on the compression solver.
 
-    Checks manifests and disk first; afterwards records the run in the XP folder and publishes its
+    An XP that already trained all its epochs is not launched again (``rerun=True`` launches it anyway;
+    AudioCraft then reloads it and re-runs its final evaluation stages).
+    ``env``: extra environment variables for the Dora processes (e.g. ``STABILITY_MAX_NAN_RATIO``, which
+    tune the run without changing its XP signature). Checks manifests and disk first; afterwards records the run in the XP folder and publishes its
     checkpoints to ``<outputs>/Checkpoints Small/<sig>/`` (``outputs=None``: not published).
     Every ``codec_check_every`` epochs (default ``$CODEC_CHECK_EVERY`` or 10; 0 = off) a codec quality
     check of ``codec_check_samples`` validation segments goes to ``<outputs>/codec_quality_check/<sig>/``.
@@ -145,12 +190,12 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
                                  segment_seconds=segment_seconds, gpus=gpus, overrides=overrides)
     logger.info("codec on %s (%d train / %d valid files), preset %s", dataset, counts["train"], counts["valid"],
                 preset)
-    env = {"MUSICPIPE_OUTPUTS": str(outputs)} if outputs is not None else {}
+    env = {**(env or {}), **({"MUSICPIPE_OUTPUTS": str(outputs)} if outputs is not None else {})}
     if codec_check_every is not None:
         env["CODEC_CHECK_EVERY"] = str(int(codec_check_every))
     if codec_check_samples is not None:
         env["CODEC_CHECK_SAMPLES"] = str(int(codec_check_samples))
-    run = dora.run(args, workspace=workspace, echo=echo, env=env)
+    run = _launch(args, workspace, echo, env, rerun)
     return _finish(run, workspace, outputs, kind="compression", preset=preset, dataset=dataset, args=args)
 
 
@@ -159,11 +204,12 @@ def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
              epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None,
              segment_seconds: tp.Optional[float] = None, gpus: tp.Optional[int] = None,
              overrides: tp.Sequence[str] = (), echo: bool = True,
-             outputs: tp.Optional[Path] = paths.OUTPUTS_DIR) -> dora.DoraRun:
+             outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, rerun: bool = False,
+             env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
     """Train (or resume) a MusicGen LM on the codec XP ``codec`` (n_q and card taken from it).
 
     ``codec="latest"`` takes the most recent codec trained on ``dataset``. Refuses a codec whose
-    sample rate differs from the dataset's.
+    sample rate differs from the dataset's. ``env`` and re-runs as in :func:`train_codec`.
     """
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
@@ -173,7 +219,7 @@ def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
         codec = latest_codec(dataset, workspace)
         logger.info("latest codec for %s: %s", dataset, codec)
     info = dora.codec_info(codec, workspace)
-    env: tp.Dict[str, str] = {}
+    env = dict(env or {})
     if conditioning == "text":
         t5 = presets.parse_overrides(overrides).get("conditioners.description.t5.name", T5_DEFAULT)
         source = check_t5(t5)
@@ -188,6 +234,6 @@ def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
                                  gpus=gpus, overrides=overrides)
     logger.info("LM on %s with codec %s (n_q=%d, card=%d), conditioning %s", dataset, codec, info.n_q, info.card,
                 conditioning)
-    run = dora.run(args, workspace=workspace, echo=echo, env=env)
+    run = _launch(args, workspace, echo, env, rerun)
     return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=dataset, codec=codec,
                    conditioning=conditioning, args=args)

@@ -3,6 +3,8 @@
 Importing this module (which every Dora process does) sets the environment, lets torch load
 AudioCraft checkpoints, falls back to gloo without CUDA and registers training hooks; then it
 re-exports AudioCraft's Hydra/Dora main unchanged, so XP signatures are AudioCraft's own.
+Hooks: codec quality checks (:mod:`.hooks`), training stability (:mod:`.stability_hooks`, ``MUSICPIPE_STABILITY``
+and ``STABILITY_*``), curriculum state carry-over (:mod:`.carry_state`, ``MUSICPIPE_CARRY_STATE``), then ``MUSICPIPE_EXTRA_HOOKS=module:function[,module:function]`` (:func:`install_extra_hooks`).
 
 Example (what :mod:`musicpipe.dora` runs for you):
     $ DORA_PACKAGE=musicpipe.dora_entry python -m dora run solver=compression/debug device=cpu ...
@@ -14,9 +16,50 @@ audiocraft_env.activate()
 
 from audiocraft.train import get_solver_from_sig, get_solver_from_xp, main  # noqa: E402
 
+from musicpipe.dora_entry.carry_state import install_carry_state_hook  # noqa: E402
 from musicpipe.dora_entry.hooks import install_codec_check_hook  # noqa: E402
+from musicpipe.dora_entry.stability_hooks import install_stability_hooks  # noqa: E402
+
+EXTRA_HOOKS_ENV = "MUSICPIPE_EXTRA_HOOKS"
+
+
+def install_extra_hooks(spec: str | None = None) -> list[str]:
+    """Import and call each ``module:function`` of ``$MUSICPIPE_EXTRA_HOOKS`` (comma-separated), in order.
+
+    For researchers' own instrumentation (and the tests' fault injection): the functions run in every Dora
+    process, after musicpipe's hooks, so what they wrap wraps ours. The modules must be importable there:
+    put their folder on ``PYTHONPATH``. A malformed entry or a failed import stops the process with a message
+    naming the entry. Returns the entries called.
+
+    Example:
+        $ MUSICPIPE_EXTRA_HOOKS=my_probes:install PYTHONPATH=~/probes musicpipe train-lm ...
+    """
+    import importlib
+    import os
+
+    spec = os.environ.get(EXTRA_HOOKS_ENV, "") if spec is None else spec
+    done = []
+    for entry in (e.strip() for e in spec.split(",")):
+        if not entry:
+            continue
+        module_name, sep, func_name = entry.partition(":")
+        if not sep or not module_name or not func_name:
+            raise ValueError(f"{EXTRA_HOOKS_ENV}: {entry!r} is not module:function")
+        try:
+            func = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as e:
+            raise ImportError(f"{EXTRA_HOOKS_ENV}: cannot load {entry!r} ({type(e).__name__}: {e}); is its folder "
+                              "on PYTHONPATH?") from e
+        func()
+        done.append(entry)
+    return done
+
 
 install_codec_check_hook()
+install_stability_hooks()
+install_carry_state_hook()
+# Keep last (after any other install_* line): researchers' hooks wrap ours.
+install_extra_hooks()
 
 # Spawned DDP workers run `python -m dora -P <package> --main_module <module> run ...`.
 main.package = audiocraft_env.DORA_PACKAGE

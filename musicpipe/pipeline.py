@@ -1,0 +1,332 @@
+"""The notebooks' steps: one call per notebook cell, each idempotent and returning what the cell shows.
+
+The numbered notebooks in ``notebooks/`` stay thin (imports, a ``parameters`` cell, one call per cell);
+the logic is here and in the modules it calls, so it is unit-tested and usable without Jupyter.
+Every step can run twice: downloads, conversions and finished trainings are detected and skipped,
+and the second run returns the same results. Each notebook ends with :func:`write_summary`.
+
+Example:
+    >>> from musicpipe import pipeline
+    >>> pipeline.dataset_name("fma", dataset=None, subset="fma_small_mini")
+    'fma_small_mini'
+    >>> pipeline.table([{"check": "ffmpeg", "status": "PASS"}]).shape
+    (1, 2)
+    >>> ds = pipeline.get_dataset("synthetic", "synthetic_demo", "/tmp/ws")            # doctest: +SKIP
+    >>> codec = pipeline.train_codec("demo_cpu", ds["dataset"], "/tmp/ws")              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing as tp
+from pathlib import Path
+
+from musicpipe import manifests, paths
+
+logger = logging.getLogger(__name__)
+
+PathLike = tp.Union[str, Path]
+SOURCES = ("fma", "mtg_jamendo", "folder", "synthetic")
+
+
+class PipelineError(RuntimeError):
+    """A notebook step cannot continue; the message says which file/XP and why (and what to do)."""
+
+
+def table(rows: tp.Union[tp.Sequence[tp.Mapping[str, tp.Any]], tp.Mapping[str, tp.Any]]) -> tp.Any:
+    """A pandas DataFrame of ``rows`` (a list of dicts, or one dict shown as key/value rows) for display."""
+    import pandas as pd
+
+    if isinstance(rows, tp.Mapping):
+        return pd.DataFrame({"key": list(rows), "value": [str(v) for v in rows.values()]})
+    return pd.DataFrame(list(rows))
+
+
+def _outputs(outputs: tp.Optional[PathLike]) -> Path:
+    return Path(outputs) if outputs not in (None, "") else paths.OUTPUTS_DIR
+
+
+# ----------------------------------------------------------------------------------------------- environment
+
+
+def check_environment(workspace: tp.Optional[PathLike] = None, install_missing: bool = False) -> tp.Dict[str, tp.Any]:
+    """The doctor's checks; with ``install_missing``, missing system tools are installed first (root + apt)."""
+    from musicpipe import doctor, install
+
+    installed = []
+    if install_missing:
+        for command in install.SYSTEM_TOOLS:
+            if install.shutil.which(command) is None and install.ensure_tool(command) is not None:
+                installed.append(command)
+    rows = doctor.run_checks(workspace)
+    checks = [{"check": r.name, "status": r.status, "detail": r.detail} for r in rows]
+    failed = [c for c in checks if c["status"] == doctor.FAIL]
+    logger.info("environment: %d checks, %d failed%s", len(checks), len(failed),
+                f", installed {', '.join(installed)}" if installed else "")
+    return {"ok": not failed, "checks": checks, "failed": [c["check"] for c in failed], "installed": installed,
+            "workspace": str(paths.workspace_root(workspace))}
+
+
+def require(result: tp.Mapping[str, tp.Any], what: str) -> None:
+    """Stop the notebook (raise) when a check result is not ok, naming what failed."""
+    if not result.get("ok", False):
+        raise PipelineError(f"{what} failed: {', '.join(map(str, result.get('failed', []))) or 'see above'}")
+
+
+# -------------------------------------------------------------------------------------------------- datasets
+
+
+def dataset_name(source: str, dataset: tp.Optional[str], subset: str = "fma_small_mini") -> str:
+    """The dataset name a source prepares: FMA's is its subset, MTG-Jamendo's is fixed, others are chosen.
+
+    >>> dataset_name("synthetic", "my_set"), dataset_name("mtg_jamendo", None)
+    ('my_set', 'mtg_jamendo')
+    """
+    if source not in SOURCES:
+        raise PipelineError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    if source == "fma":
+        return subset
+    if source == "mtg_jamendo":
+        from musicpipe.sources import mtg_jamendo
+
+        return mtg_jamendo.NAME
+    if not dataset:
+        raise PipelineError(f"source {source!r} needs a dataset name")
+    return dataset
+
+
+def get_dataset(source: str, dataset: tp.Optional[str] = None, workspace: tp.Optional[PathLike] = None, *,
+                subset: str = "fma_small_mini", num_tracks: int = 0, parts: str = "0-3",
+                variant: str = "audio-low", mirror: tp.Optional[str] = None,
+                metadata_mirror: tp.Optional[str] = None, input_dir: tp.Optional[PathLike] = None,
+                metadata_csv: tp.Optional[PathLike] = None, tracks_per_genre: int = 4, duration: float = 10.0,
+                seed: int = 0, segment_seconds: float = 10.0, sample_rate: int = 32000,
+                num_jobs: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
+    """Download (public sources) and prepare a dataset; both skip what is already done.
+
+    ``source``: ``fma`` (``subset``, ``num_tracks`` for the mini subsets), ``mtg_jamendo`` (``parts``,
+    ``variant``), ``folder`` (``input_dir``, ``metadata_csv``) or ``synthetic`` (``tracks_per_genre``,
+    ``duration``, ``seed``). Returns the dataset name, prepare's counts and where things are.
+    """
+    from musicpipe.prepare import PrepareConfig
+    from musicpipe.sources import SourceError
+
+    name = dataset_name(source, dataset, subset)
+    config = PrepareConfig(sample_rate=sample_rate, segment_seconds=segment_seconds, num_jobs=num_jobs, seed=seed)
+    try:
+        if source == "fma":
+            from musicpipe.sources import fma
+
+            fma.download_fma(subset, workspace, mirror, num_tracks=num_tracks)
+            report = fma.prepare_fma(subset, workspace, config)
+        elif source == "mtg_jamendo":
+            from musicpipe.sources import mtg_jamendo
+
+            mtg_jamendo.download_mtg_jamendo(parts, workspace, variant=variant, mirror=mirror,
+                                             metadata_mirror=metadata_mirror)
+            report = mtg_jamendo.prepare_mtg_jamendo(workspace, config, variant=variant)
+        elif source == "folder":
+            from musicpipe import folder
+
+            if input_dir is None or not Path(input_dir).is_dir():
+                raise PipelineError(f"source 'folder' needs input_dir, a folder of audio (got {input_dir!r})")
+            report = folder.prepare_folder(input_dir, name, workspace, config, metadata_csv=metadata_csv)
+        else:
+            from musicpipe import synthetic
+
+            report = synthetic.prepare_synthetic(name, workspace, config, tracks_per_genre=tracks_per_genre,
+                                                 duration=duration, seed=seed)
+    except SourceError as exc:
+        raise PipelineError(f"{source}: {exc}") from None
+    root = paths.dataset_dir(name, workspace)
+    return {"dataset": name, "source": source, "counts": dict(report.get("counts", {})), "folder": str(root),
+            "manifests": {s: str(root / "egs" / s / "data.jsonl") for s in ("train", "valid")}}
+
+
+def inspect(dataset: str, workspace: tp.Optional[PathLike] = None) -> str:
+    """The dataset's inspection as text (counts, durations, genre/artist balance)."""
+    from musicpipe import inspection
+
+    return inspection.format_inspection(inspection.inspect_dataset(dataset, workspace))
+
+
+def combine(datasets: tp.Sequence[str], name: str, workspace: tp.Optional[PathLike] = None) -> tp.Dict[str, tp.Any]:
+    """Combine prepared datasets into ``name`` (symlinks; re-running rewrites the same manifests)."""
+    from musicpipe import combine as combine_mod
+
+    return combine_mod.combine_datasets(list(datasets), name, workspace)
+
+
+# -------------------------------------------------------------------------------------------------- training
+
+
+def _run_info(run: tp.Any) -> tp.Dict[str, tp.Any]:
+    return {"xp": run.sig, "folder": str(run.folder), "checkpoint": str(run.checkpoint),
+            "epochs": len(run.history()), "skipped": bool(run.skipped)}
+
+
+def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[PathLike] = None, *,
+              preset: str = "demo_cpu", codec: tp.Optional[str] = None, conditioning: str = "none",
+              gpus: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
+    """``training_checks.preflight`` as a dict (``ok``, ``failed``, ``text``); :func:`require` stops on FAIL."""
+    from training_checks.preflight import run_preflight
+
+    report = run_preflight(dataset, solver=solver, codec=codec, preset=preset, workspace=workspace,
+                           conditioner=conditioning, gpus=gpus)
+    data = report.to_dict()
+    failed = [c["name"] for c in data.get("results", []) if c.get("status") == "FAIL"]
+    return {**data, "ok": report.ok, "failed": failed, "text": report.format()}
+
+
+def train_codec(preset: str, dataset: str, workspace: tp.Optional[PathLike] = None, *,
+                outputs: tp.Optional[PathLike] = None, epochs: tp.Optional[int] = None,
+                batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
+                codec_check_every: tp.Optional[int] = None, codec_check_samples: tp.Optional[int] = None,
+                overrides: tp.Sequence[str] = ()) -> tp.Dict[str, tp.Any]:
+    """Train (resume, or skip when finished) the codec; returns its XP, folder, checkpoint, epochs."""
+    from musicpipe import training
+
+    run = training.train_codec(preset, dataset, workspace, epochs=epochs, batch_size=batch_size, gpus=gpus,
+                               overrides=overrides, outputs=_outputs(outputs), codec_check_every=codec_check_every,
+                               codec_check_samples=codec_check_samples)
+    return _run_info(run)
+
+
+def train_lm(preset: str, dataset: str, codec: str = "latest", workspace: tp.Optional[PathLike] = None, *,
+             conditioning: str = "none", outputs: tp.Optional[PathLike] = None, epochs: tp.Optional[int] = None,
+             batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
+             overrides: tp.Sequence[str] = ()) -> tp.Dict[str, tp.Any]:
+    """Train (resume, or skip when finished) the MusicGen LM on ``codec`` (a sig or ``latest``)."""
+    from musicpipe import training
+
+    run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, epochs=epochs,
+                            batch_size=batch_size, gpus=gpus, overrides=overrides, outputs=_outputs(outputs))
+    return {**_run_info(run), "conditioning": conditioning}
+
+
+def check_conditioning(dataset: str, conditioning: str = "none", workspace: tp.Optional[PathLike] = None, *,
+                       num_samples: int = 100) -> tp.Dict[str, tp.Any]:
+    """``training_checks.validate_conditioning`` as a dict (``ok``, ``failed``, ``text``, shares, tokens)."""
+    from training_checks.validate_conditioning import validate_conditioning
+
+    report = validate_conditioning(dataset, num_samples=num_samples, conditioner=conditioning, workspace=workspace)
+    data = report.to_dict()
+    failed = [c["name"] for c in data.get("checks", []) if c.get("status") == "FAIL"]
+    return {**data, "ok": report.ok, "failed": failed, "text": report.format()}
+
+
+def fixed_seed_samples(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None,
+                       duration: float = 5.0, seed: int = 0, prompt_seconds: tp.Optional[float] = None
+                       ) -> tp.Dict[str, tp.Any]:
+    """``training_checks.fixed_seed_sampler`` on every epoch not yet sampled: ``<outputs>/samples/``.
+
+    Returns the sampler's summary plus ``generated_epochs`` (what this call sampled: empty on a re-run),
+    ``rows`` (one per epoch, for a table) and ``latest_files`` (the last epoch's WAVs, to listen to).
+    ``prompt_seconds`` (of real audio the continuation starts from): default 2 s, at most half of ``duration``.
+    """
+    from training_checks import fixed_seed_sampler as fss
+
+    prompt = prompt_seconds if prompt_seconds is not None else min(2.0, duration / 2)
+    summary = fss.run_sampler(xp, workspace=workspace, outputs=_outputs(outputs), duration=duration, seed=seed,
+                              prompt_seconds=prompt)
+    samples = Path(summary["samples_dir"])
+    rows = [{"epoch": e, "folder": str(samples / fss.epoch_dir_name(e)),
+             "wavs": len(list((samples / fss.epoch_dir_name(e)).glob("*.wav"))),
+             "status": "sampled now" if e in summary["sampled"] else "already sampled"} for e in summary["epochs"]]
+    latest = sorted((samples / fss.epoch_dir_name(max(summary["epochs"]))).glob("*.wav"))
+    return {**summary, "generated_epochs": list(summary["sampled"]), "rows": rows,
+            "latest_files": [str(f) for f in latest]}
+
+
+def codec_quality(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None,
+                  num_samples: int = 5, seed: int = 0) -> tp.Dict[str, tp.Any]:
+    """The codec quality check of XP ``xp``; reused when it already ran on this checkpoint with these settings."""
+    from training_checks import codec_quality_check as cqc
+
+    out = _outputs(outputs) / "codec_quality_check" / xp
+    ckpt = paths.xp_dir(xp, workspace) / "checkpoint.th"
+    stamp = {"checkpoint_mtime_ns": ckpt.stat().st_mtime_ns if ckpt.exists() else None,
+             "num_samples": num_samples, "seed": seed}
+    stamp_file = out / ".musicpipe-check.json"
+    summary_file = out / "summary.json"
+    if summary_file.exists() and stamp_file.exists():  # the same check already ran: show its results
+        try:
+            if json.loads(stamp_file.read_text()) == stamp:
+                logger.info("codec quality check of %s already done for this checkpoint: %s", xp, summary_file)
+                return {**json.loads(summary_file.read_text()), "skipped": True, "folder": str(out)}
+        except ValueError:
+            pass
+    summary = cqc.run_check(xp, workspace=workspace, num_samples=num_samples, output=out, seed=seed)
+    manifests.atomic_write_text(stamp_file, json.dumps(stamp) + "\n")
+    return {**summary, "skipped": False, "folder": str(out)}
+
+
+def codec_pairs(check: tp.Mapping[str, tp.Any]) -> tp.Tuple[tp.List[str], tp.List[str]]:
+    """Files and labels of a codec check's original/reconstructed pairs, for :func:`listen`."""
+    files, labels = [], []
+    for s in check.get("samples", []):
+        for role in ("original", "reconstructed"):
+            files.append(str(Path(check["folder"]) / s[role]))
+            labels.append(f"sample {s['index']} {role} ({s['si_snr_db']:.1f} dB SI-SNR)")
+    return files, labels
+
+
+def report(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None
+           ) -> tp.Dict[str, tp.Any]:
+    """Plots, health findings and the HTML page of a run: ``page``, ``health``, ``findings``, ``plots``."""
+    from musicpipe import report as report_mod
+
+    folder = report_mod.write_report(xp, workspace, _outputs(outputs))
+    data = json.loads((folder / "summary.json").read_text())
+    findings = [{k: f.get(k) for k in ("level", "code", "message")} for f in data.get("findings", [])]
+    return {"xp": xp, "page": str(folder / "index.html"), "health": data.get("health"), "findings": findings,
+            "plots": [str(folder / f) for f in data.get("files", []) if str(f).endswith(".png")]}
+
+
+def listen(files: tp.Sequence[PathLike], labels: tp.Optional[tp.Sequence[str]] = None) -> tp.Any:
+    """Audio players for ``files`` (one per line, labelled) to show in a notebook cell."""
+    import html
+
+    from IPython.display import HTML, Audio
+
+    labels = list(labels) if labels is not None else [Path(f).name for f in files]
+    rows = [f"<div><b>{html.escape(str(label))}</b>{Audio(filename=str(f))._repr_html_()}</div>"
+            for f, label in zip(files, labels)]
+    return HTML("".join(rows))
+
+
+def images(files: tp.Sequence[PathLike]) -> tp.List[tp.Any]:
+    """``IPython.display.Image`` objects for PNG files (e.g. a report's plots) to display."""
+    from IPython.display import Image
+
+    return [Image(filename=str(f)) for f in files]
+
+
+# -------------------------------------------------------------------------------------------------- summaries
+
+
+def summary_path(notebook: str, outputs: tp.Optional[PathLike] = None) -> Path:
+    """``outputs/notebooks/<notebook>.summary.json`` (``notebook``: its path in notebooks/ without ``.ipynb``)."""
+    return _outputs(outputs) / "notebooks" / f"{notebook}.summary.json"
+
+
+def write_summary(notebook: str, data: tp.Mapping[str, tp.Any], outputs: tp.Optional[PathLike] = None) -> Path:
+    """The notebook's last cell: what it produced and where, as JSON (written atomically)."""
+    path = summary_path(notebook, outputs)
+    payload = {"notebook": notebook, **data}
+    manifests.atomic_write_text(path, json.dumps(payload, indent=1, default=str, sort_keys=True) + "\n")
+    logger.info("%s: summary in %s", notebook, path)
+    return path
+
+
+def read_summary(notebook: str, outputs: tp.Optional[PathLike] = None) -> tp.Dict[str, tp.Any]:
+    """A notebook's summary (so the next notebook can find, e.g., the codec XP the previous one trained)."""
+    path = summary_path(notebook, outputs)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path} is missing: run the notebook {notebook} first") from None
+    except ValueError as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+
