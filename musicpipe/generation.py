@@ -87,8 +87,13 @@ def generate(sig: tp.Optional[str] = None, workspace: tp.Optional[tp.Union[str, 
     torch.manual_seed(seed)
     texts = list(descriptions) if descriptions is not None else [None] * num_samples
     attributes, prompt_tokens = model._prepare_tokens_and_attributes(texts, prompt)
-    for attr, genre in zip(attributes, genres or []):
-        attr.text["genre"] = genre
+    conditioners = set(getattr(model.lm.condition_provider, "conditioners", {}) or {})
+    if genres is not None or "genre" in conditioners:
+        from audiocraft.data.info_audio_dataset import get_keyword  # how MusicInfo prepares training genres
+
+        for k, attr in enumerate(attributes):
+            genre = genres[k] if genres is not None else None  # None: the genre model's unconditional slot
+            attr.text["genre"] = get_keyword(genre) if isinstance(genre, str) else None
     tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
     return model.generate_audio(tokens).cpu()
 

@@ -93,8 +93,8 @@ def load_preset(name: str, presets_dir: Path = paths.PRESETS_DIR) -> Preset:
 def format_value(value: tp.Any) -> str:
     """A Python value as Hydra's override grammar spells it.
 
-    >>> [format_value(v) for v in (True, None, 1e-3, [1, 2], "a b")]
-    ['true', 'null', '0.001', '[1,2]', "'a b'"]
+    >>> [format_value(v) for v in (True, None, 1e-3, [1, 2], "a b", "/ws/é.th")]
+    ['true', 'null', '0.001', '[1,2]', "'a b'", "'/ws/é.th'"]
     """
     if value is None:
         return "null"
@@ -105,7 +105,7 @@ def format_value(value: tp.Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     text = str(value)
-    if text == "" or any(c in text for c in " ,[]{}()=\"'"):
+    if text == "" or not text.isascii() or any(c in text for c in " ,[]{}()=\"'"):  # Hydra's lexer: ASCII only
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return text
 
