@@ -109,12 +109,11 @@ def grad_total_norm(optimizer: tp.Any) -> float:
     """
     import torch
 
-    norms = [torch.linalg.vector_norm(p.grad.detach(), 2.0).to(torch.float32)
-             for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not norms:
+    grads = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
         return 0.0
-    device = norms[0].device
-    return float(torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), 2.0))
+    # torch's own fused (foreach) implementation, the one clip_grad_norm_ uses: one sync per step
+    return float(torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False))
 
 
 def nonfinite_tensors(*modules: tp.Any, limit: int = 5) -> tp.List[str]:
