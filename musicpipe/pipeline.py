@@ -102,18 +102,22 @@ def get_dataset(source: str, dataset: tp.Optional[str] = None, workspace: tp.Opt
                 metadata_mirror: tp.Optional[str] = None, input_dir: tp.Optional[PathLike] = None,
                 metadata_csv: tp.Optional[PathLike] = None, tracks_per_genre: int = 4, duration: float = 10.0,
                 seed: int = 0, segment_seconds: float = 10.0, sample_rate: int = 32000,
-                num_jobs: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
+                num_jobs: tp.Optional[int] = None, split: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
     """Download (public sources) and prepare a dataset; both skip what is already done.
 
     ``source``: ``fma`` (``subset``, ``num_tracks`` for the mini subsets), ``mtg_jamendo`` (``parts``,
     ``variant``), ``folder`` (``input_dir``, ``metadata_csv``) or ``synthetic`` (``tracks_per_genre``,
-    ``duration``, ``seed``). Returns the dataset name, prepare's counts and where things are.
+    ``duration``, ``seed``). ``split``: ``artist`` | ``track`` | ``official``; default ``official`` for MTG-Jamendo
+    (its published split-0, artist-disjoint, so it combines with others without leaks), else ``artist``.
+    Returns the dataset name, prepare's counts and where things are.
     """
     from musicpipe.prepare import PrepareConfig
     from musicpipe.sources import SourceError
 
     name = dataset_name(source, dataset, subset)
-    config = PrepareConfig(sample_rate=sample_rate, segment_seconds=segment_seconds, num_jobs=num_jobs, seed=seed)
+    split = split or ("official" if source == "mtg_jamendo" else "artist")
+    config = PrepareConfig(sample_rate=sample_rate, segment_seconds=segment_seconds, num_jobs=num_jobs, seed=seed,
+                           split=split)
     try:
         if source == "fma":
             from musicpipe.sources import fma
