@@ -71,6 +71,13 @@ def test_generation_from_signatures_is_finite_and_not_silent(workspace, lm_none,
     assert a.shape == (2, 1, 32000) and torch.isfinite(a).all() and a.pow(2).mean().sqrt() > 1e-3
     assert torch.equal(a, again)  # seeded
     assert not torch.equal(a, b)  # the genre reaches the model
+    # genres are looked up as AudioCraft prepared them in training (stripped, lower case)
+    spelled = generation.generate(lm_genre, num_samples=2, duration=1.0, genres=[" Techno", "TECHNO "], seed=7,
+                                  model=model)
+    assert torch.equal(a, spelled)
+    # no genre: the genre model's unconditional slot (AudioCraft alone raises KeyError: 'genre' here)
+    uncond = generation.generate(lm_genre, num_samples=2, duration=1.0, seed=7, model=model)
+    assert uncond.shape == (2, 1, 32000) and torch.isfinite(uncond).all() and not torch.equal(uncond, a)
 
 
 def test_codec_loads_from_its_signature_and_reconstructs(workspace, codec, demo_data):
