@@ -170,6 +170,13 @@ def _run_info(run: tp.Any) -> tp.Dict[str, tp.Any]:
             "epochs": len(run.history()), "skipped": bool(run.skipped)}
 
 
+def _check_report(report: tp.Any, lines_key: str) -> tp.Dict[str, tp.Any]:
+    """A training_checks report (PASS/WARN/FAIL lines under ``lines_key``) as the dict the notebooks show."""
+    data = report.to_dict()
+    failed = [c["name"] for c in data.get(lines_key, []) if c.get("status") == "FAIL"]
+    return {**data, "ok": report.ok, "failed": failed, "text": report.format()}
+
+
 def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[PathLike] = None, *,
               preset: str = "demo_cpu", codec: tp.Optional[str] = None, conditioning: str = "none",
               gpus: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
@@ -178,9 +185,7 @@ def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[
 
     report = run_preflight(dataset, solver=solver, codec=codec, preset=preset, workspace=workspace,
                            conditioner=conditioning, gpus=gpus)
-    data = report.to_dict()
-    failed = [c["name"] for c in data.get("results", []) if c.get("status") == "FAIL"]
-    return {**data, "ok": report.ok, "failed": failed, "text": report.format()}
+    return _check_report(report, "results")
 
 
 def train_codec(preset: str, dataset: str, workspace: tp.Optional[PathLike] = None, *,
@@ -215,9 +220,7 @@ def check_conditioning(dataset: str, conditioning: str = "none", workspace: tp.O
     from training_checks.validate_conditioning import validate_conditioning
 
     report = validate_conditioning(dataset, num_samples=num_samples, conditioner=conditioning, workspace=workspace)
-    data = report.to_dict()
-    failed = [c["name"] for c in data.get("checks", []) if c.get("status") == "FAIL"]
-    return {**data, "ok": report.ok, "failed": failed, "text": report.format()}
+    return _check_report(report, "checks")
 
 
 def fixed_seed_samples(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None,
