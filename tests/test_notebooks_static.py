@@ -102,3 +102,14 @@ def test_require_stops_with_what_failed():
         pipeline.dataset_name("ftp", "x")
     with pytest.raises(pipeline.PipelineError, match="needs a dataset name"):
         pipeline.dataset_name("folder", None)
+
+
+def test_pipeline_command_refuses_bad_input_with_exit_2(tmp_path):
+    from conftest import run_cli
+
+    res = run_cli("pipeline", "--chain", "nope", "--workspace", str(tmp_path))
+    assert res.returncode == 2 and "musicpipe pipeline: error: unknown chain 'nope'" in res.stderr
+    bad = tmp_path / "p.yaml"
+    bad.write_text("[1, 2]\n")
+    res = run_cli("pipeline", "--params", str(bad), "--workspace", str(tmp_path))
+    assert res.returncode == 2 and f"{bad}: expected a mapping" in res.stderr
