@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import typing as tp
 from pathlib import Path
@@ -19,6 +20,7 @@ PRESETS_DIR = MODEL_CONFIG_DIR / "presets"
 OUTPUTS_DIR = REPO_ROOT / "outputs"
 THIRD_PARTY_DIR = REPO_ROOT / "third_party"
 WORKSPACE_ENV = "MUSICPIPE_WORKSPACE"
+SIG_RE = re.compile(r"^[0-9a-f]{8}$")  # a Dora XP signature
 
 
 def workspace_root(workspace: tp.Optional[tp.Union[str, Path]] = None) -> Path:

@@ -55,7 +55,7 @@ from musicpipe import paths
 logger = logging.getLogger(__name__)
 
 PathLike = tp.Union[str, Path]
-SIG_RE = re.compile(r"^[0-9a-f]{8}$")
+SIG_RE = paths.SIG_RE
 METRICS = ("si_snr_db", "audiocraft_sisnr_loss", "l1", "mse", "mel_distance")
 # log-mel parameters of :func:`mel_distance`
 MEL_N_FFT = 1024

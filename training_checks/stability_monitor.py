@@ -77,7 +77,6 @@ import json
 import logging
 import math
 import os
-import re
 import typing as tp
 
 from musicpipe import paths
@@ -85,7 +84,7 @@ from musicpipe import paths
 logger = logging.getLogger(__name__)
 
 PathLike = tp.Union[str, Path]
-SIG_RE = re.compile(r"^[0-9a-f]{8}$")
+SIG_RE = paths.SIG_RE
 LOG_NAME = "stability.jsonl"  # in the XP folder, one JSON line per epoch (re-runs of an epoch append)
 
 # Environment variables (read in every Dora process, so they never change an XP signature).
