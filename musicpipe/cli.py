@@ -265,9 +265,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                                            codec_check_samples=args.codec_check_samples, **_training_args(args))
             else:
                 if args.dry_run:
-                    codec = args.codec if args.codec != "latest" else training.latest_codec(
-                        args.dataset or preset.dataset, args.workspace)
-                    info = dora.codec_info(codec, args.workspace)
+                    info = training.resolve_codec(args.codec, args.dataset or preset.dataset, args.workspace)
                     print("dora " + " ".join(presets.dora_run_args(
                         preset, "musicgen", dset=args.dataset, conditioning=args.conditioning, codec=info,
                         **_training_args(args))))

@@ -1,6 +1,7 @@
-"""Launching ``dora run`` and finding what it produced (XP signatures, folders, checkpoints, metrics).
+"""Launching ``dora run``: the XP signature of an argument list, and the run itself.
 
-Building the argument list is :func:`musicpipe.presets.dora_run_args` (pure); this module runs it.
+Building the argument list is :func:`musicpipe.presets.dora_run_args` (pure); this module runs it;
+reading what a run produced is :mod:`musicpipe.xp`.
 
 Example:
     >>> from musicpipe import presets, dora
@@ -22,6 +23,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import audiocraft_env, paths, presets
+from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,13 @@ class DoraRun:
     def checkpoint(self) -> Path:
         return self.folder / "checkpoint.th"
 
+    @property
+    def xp(self) -> "xp_mod.XP":
+        """The run's :class:`musicpipe.xp.XP` (config, history, record, checkpoints...)."""
+        return xp_mod.XP(folder=self.folder, sig=self.sig, workspace=self.folder.parents[3])
+
     def history(self) -> tp.List[tp.Dict[str, tp.Any]]:
-        return read_history(self.folder)
+        return self.xp.history
 
 
 def xp_signature(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None) -> str:
@@ -92,33 +99,3 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
         raise DoraError(f"dora {' '.join(args)} exited with {proc.returncode} (xp {sig}, {folder}):\n"
                         + result.output_tail)
     return result
-
-
-def read_history(folder: tp.Union[str, Path]) -> tp.List[tp.Dict[str, tp.Any]]:
-    """``history.json`` of an XP: one dict per epoch keyed by stage (train/valid/evaluate/generate)."""
-    path = Path(folder) / "history.json"
-    if not path.exists():
-        return []
-    return json.loads(path.read_text())
-
-
-def xp_config(folder: tp.Union[str, Path]) -> tp.Dict[str, tp.Any]:
-    """The resolved-at-launch Hydra config Dora saved in ``<xp>/.hydra/config.yaml``."""
-    import yaml
-
-    path = Path(folder) / ".hydra" / "config.yaml"
-    if not path.exists():
-        raise DoraError(f"{path} is missing: is {folder} a Dora XP that has started?")
-    return yaml.safe_load(path.read_text())
-
-
-def codec_info(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> presets.CodecInfo:
-    """n_q, codebook size, sample rate and channels of a trained codec XP (read from its config)."""
-    folder = paths.xp_dir(sig, workspace)
-    cfg = xp_config(folder)
-    if cfg.get("solver") != "compression":
-        raise DoraError(f"XP {sig} is a {cfg.get('solver')!r} run, not a compression (codec) run")
-    if not (folder / "checkpoint.th").exists():
-        raise DoraError(f"codec XP {sig} has no checkpoint.th yet ({folder})")
-    return presets.CodecInfo(sig=sig, n_q=int(cfg["rvq"]["n_q"]), card=int(cfg["rvq"]["bins"]),
-                             sample_rate=int(cfg["sample_rate"]), channels=int(cfg["channels"]))

@@ -4,12 +4,12 @@ An export folder holds AudioCraft's release format: ``compression_state_dict.bin
 ``state_dict.bin`` (the LM), each ``{'best_state', 'xp.cfg', 'version', 'exported'}``, plus
 ``musicpipe.json``. AudioCraft 1.3.0's own loaders (``audiocraft.models.loaders``) open it; the
 config of an unconditional LM is saved with ``conditioners: {}`` instead of ``null`` so that they do
-(AudioCraft's builder iterates over it). :func:`load_exported` builds a ``MusicGen`` from it.
+(AudioCraft's builder iterates over it). :func:`musicpipe.generation.load_exported` builds a ``MusicGen`` from it.
 
 Example:
     >>> from musicpipe import export
     >>> folder = export.export_model("08e4d3f1", "/tmp/my_model")      # doctest: +SKIP
-    >>> model = export.load_exported(folder)                           # doctest: +SKIP
+    >>> model = generation.load_exported(folder)                           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import shutil
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, dora, manifests, paths
+from musicpipe import audiocraft_env, manifests, paths
+from musicpipe.xp import CODEC_FILE, LM_FILE, XP, XPError
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR_NAME = "Checkpoints Small"  # the seed's folder name, space included
-CODEC_FILE = "compression_state_dict.bin"
-LM_FILE = "state_dict.bin"
 
 
 class ExportError(ValueError):
@@ -64,56 +63,38 @@ def _save_atomic(obj: tp.Any, target: Path) -> Path:
     return target
 
 
-def _kind(sig: str, workspace: tp.Optional[tp.Union[str, Path]]) -> tp.Tuple[str, tp.Dict[str, tp.Any]]:
-    cfg = dora.xp_config(paths.xp_dir(sig, workspace))
-    kind = cfg.get("solver")
-    if kind not in ("compression", "musicgen"):
-        raise ExportError(f"XP {sig} is a {kind!r} run; only compression and musicgen XPs are exported")
-    return kind, cfg
-
-
-def codec_sig_of(lm_sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> str:
-    """The codec XP an LM XP was trained on (its ``compression_model_checkpoint=//sig/<sig>``)."""
-    _, cfg = _kind(lm_sig, workspace)
-    ref = str(cfg.get("compression_model_checkpoint") or "")
-    if not ref.startswith("//sig/"):
-        raise ExportError(f"LM XP {lm_sig} was not trained on a codec XP of this workspace ({ref!r})")
-    return ref[len("//sig/"):]
+def _xp(sig: str, workspace: tp.Optional[tp.Union[str, Path]], kind: tp.Optional[str] = None) -> XP:
+    """The XP ``sig`` (a codec or an LM XP of the workspace), as an ExportError when it cannot be."""
+    try:
+        xp = XP.resolve(sig, workspace, kind=kind)
+    except XPError as exc:
+        raise ExportError(str(exc)) from None
+    if xp.kind not in ("codec", "lm") or xp.is_export:
+        raise ExportError(f"XP {xp.name} is a {xp.solver!r} run; only codec and LM XPs of a workspace are exported")
+    return xp
 
 
 def export_model(lm_sig: str, out_dir: tp.Union[str, Path], workspace: tp.Optional[tp.Union[str, Path]] = None) -> Path:
     """Export LM XP ``lm_sig`` and its codec into ``out_dir`` (self-contained, for another machine)."""
-    kind, cfg = _kind(lm_sig, workspace)
-    if kind != "musicgen":
+    lm = _xp(lm_sig, workspace)
+    if lm.kind != "lm":
         raise ExportError(f"XP {lm_sig} is a codec; export the LM trained on it (it carries the codec along)")
-    codec_sig = codec_sig_of(lm_sig, workspace)
+    try:
+        codec = lm.codec
+    except XPError as exc:
+        raise ExportError(str(exc)) from None
+    codec_sig = codec.sig
+    cfg = lm.config
     out = Path(out_dir)
-    _save_atomic(_export_package(paths.xp_dir(codec_sig, workspace) / "checkpoint.th", "compression"), out / CODEC_FILE)
-    _save_atomic(_export_package(paths.xp_dir(lm_sig, workspace) / "checkpoint.th", "musicgen"), out / LM_FILE)
+    _save_atomic(_export_package(codec.require_checkpoint(), "compression"), out / CODEC_FILE)
+    _save_atomic(_export_package(lm.require_checkpoint(), "musicgen"), out / LM_FILE)
     info = {"lm_xp": lm_sig, "codec_xp": codec_sig, "sample_rate": cfg.get("sample_rate"),
-            "channels": cfg.get("channels"), "conditioners": sorted((cfg.get("conditioners") or {}).keys()),
-            "segment_duration": cfg.get("dataset", {}).get("segment_duration")}
+            "channels": cfg.get("channels"), "conditioners": lm.conditioners,
+            "segment_duration": cfg.get("dataset", {}).get("segment_duration"),
+            "dataset": lm.dataset, "conditioning": lm.record.get("conditioning")}
     manifests.atomic_write_text(out / "musicpipe.json", json.dumps(info, indent=1) + "\n")
     logger.info("exported LM %s with codec %s to %s", lm_sig, codec_sig, out)
     return out
-
-
-def load_exported(folder: tp.Union[str, Path], device: tp.Optional[str] = None) -> tp.Any:
-    """A ``MusicGen`` from an export folder (AudioCraft's loaders; works for unconditional models too)."""
-    import torch
-    from audiocraft.models import MusicGen, loaders
-
-    from musicpipe.generation import MAX_DURATION
-
-    folder = Path(folder)
-    for name in (CODEC_FILE, LM_FILE):
-        if not (folder / name).exists():
-            raise ExportError(f"{folder / name} is missing: not a musicpipe/AudioCraft export folder")
-    audiocraft_env.enable_checkpoint_loading()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    compression = loaders.load_compression_model(folder, device=device)
-    lm = loaders.load_lm_model(folder, device=device)
-    return MusicGen(f"musicpipe-export-{folder.name}", compression, lm, max_duration=MAX_DURATION)
 
 
 def publish_checkpoints(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None,
@@ -124,9 +105,10 @@ def publish_checkpoints(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = 
     - ``best_state.th``: the best weights in AudioCraft's export format (a standalone file);
     - ``config.yaml`` and ``argv.json``: what produced them; ``xp.json``: signature and XP folder.
     """
-    kind, _ = _kind(sig, workspace)
-    xp = paths.xp_dir(sig, workspace)
-    final = xp / "checkpoint.th"
+    run = _xp(sig, workspace)
+    kind = run.solver
+    xp = run.folder
+    final = run.checkpoint
     if not final.exists():
         raise ExportError(f"{final} is missing: the XP has not saved a checkpoint yet")
     dest = outputs / CHECKPOINTS_DIR_NAME / sig

@@ -15,6 +15,8 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import audiocraft_env
+from musicpipe.export import ExportError
+from musicpipe.xp import CODEC_FILE, LM_FILE, XP
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,24 @@ def load_musicgen(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None, 
     """A ``MusicGen`` built from LM XP ``sig`` and the codec it was trained on."""
     from audiocraft.models import MusicGen
 
+    XP.resolve(sig, workspace, kind="lm").require_checkpoint()  # XPError naming the XP, before AudioCraft
     solver = load_solver(sig, workspace, device)
     return MusicGen(f"musicpipe-{sig}", solver.compression_model, solver.model.eval(), max_duration=MAX_DURATION)
+
+
+def load_exported(folder: tp.Union[str, Path], device: tp.Optional[str] = None) -> tp.Any:
+    """A ``MusicGen`` from an export folder (AudioCraft's loaders; works for unconditional models too)."""
+    from audiocraft.models import MusicGen, loaders
+
+    folder = Path(folder)
+    for name in (CODEC_FILE, LM_FILE):
+        if not (folder / name).exists():
+            raise ExportError(f"{folder / name} is missing: not a musicpipe/AudioCraft export folder")
+    audiocraft_env.enable_checkpoint_loading()
+    device = _device(device)
+    compression = loaders.load_compression_model(folder, device=device)
+    lm = loaders.load_lm_model(folder, device=device)
+    return MusicGen(f"musicpipe-export-{folder.name}", compression, lm, max_duration=MAX_DURATION)
 
 
 def generate(sig: tp.Optional[str] = None, workspace: tp.Optional[tp.Union[str, Path]] = None, num_samples: int = 2,
@@ -132,8 +150,6 @@ def generate_to_folder(out_dir: tp.Union[str, Path], *, sig: tp.Optional[str] = 
     if (sig is None) == (export_dir is None):
         raise ValueError("give exactly one of an XP signature or an export folder")
     if export_dir is not None:
-        from musicpipe.export import load_exported
-
         model = load_exported(export_dir, device)
     else:
         model = load_musicgen(sig, workspace, device)

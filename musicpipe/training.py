@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import urllib.error
@@ -19,10 +18,10 @@ import urllib.request
 import typing as tp
 from pathlib import Path
 
-from musicpipe import dora, manifests, paths, presets
+from musicpipe import dora, export, manifests, paths, presets
+from musicpipe.xp import XP, XPError
 
 MIN_FREE_GB = 1.0
-RECORD = "musicpipe.json"  # written into each XP folder: what musicpipe launched there
 
 logger = logging.getLogger(__name__)
 
@@ -75,39 +74,23 @@ def target_epochs(args: tp.Sequence[str]) -> tp.Optional[int]:
     return found
 
 
-def finished(folder: Path, epochs: tp.Optional[int]) -> bool:
-    """An XP folder whose history holds ``epochs`` epochs and whose final checkpoint exists."""
-    if epochs is None or not (folder / "checkpoint.th").exists():
-        return False
-    try:
-        return len(dora.read_history(folder)) >= epochs
-    except (OSError, ValueError):
-        return False
-
-
 def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]], echo: bool,
             env: tp.Mapping[str, str], rerun: bool) -> dora.DoraRun:
     """``dora run``, unless that XP already trained all its epochs (then nothing runs, unless ``rerun``)."""
     sig = dora.xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
     epochs = target_epochs(args)
-    if not rerun and finished(folder, epochs):
+    if not rerun and XP(folder=folder, sig=sig).finished(epochs):
         print(f"xp: {sig}", flush=True)
         logger.info("xp %s already trained its %d epochs (%s): skipped", sig, epochs, folder)
         return dora.DoraRun(sig=sig, folder=folder, returncode=0, output_tail="", skipped=True)
     return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig)
 
 
-def _record(run: dora.DoraRun, **info: tp.Any) -> None:
-    manifests.atomic_write_text(run.folder / RECORD, json.dumps({"sig": run.sig, **info}, indent=1) + "\n")
-
-
 def _finish(run: dora.DoraRun, workspace: tp.Optional[tp.Union[str, Path]], outputs: tp.Optional[Path],
             **info: tp.Any) -> dora.DoraRun:
-    from musicpipe import export
-
-    if not run.skipped or not (run.folder / RECORD).exists():
-        _record(run, **info)
+    if not run.skipped or not run.xp.record:
+        run.xp.write_record(**info)
     if outputs is not None:
         dest = export.publish_checkpoints(run.sig, workspace, outputs)
         logger.info("checkpoints of %s in %s", run.sig, dest)
@@ -148,21 +131,24 @@ def check_t5(name: str = T5_DEFAULT, *, cache_dir: tp.Optional[str] = None, endp
         "with --conditioning genre or none.")
 
 
-def latest_codec(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> str:
-    """The most recently trained codec XP for ``dataset`` (from the records musicpipe leaves in XP folders)."""
-    found = []
-    for record in (paths.dora_dir(workspace) / "xps").glob(f"*/{RECORD}"):
-        try:
-            info = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
-        ckpt = record.parent / "checkpoint.th"
-        if info.get("kind") == "compression" and info.get("dataset") == dataset and ckpt.exists():
-            found.append((ckpt.stat().st_mtime, info["sig"]))
-    if not found:
-        raise TrainingInputError(f"no trained codec for dataset {dataset!r} under {paths.dora_dir(workspace)}: "
-                                 "train one first (`musicpipe train-codec`) or pass --codec <sig>")
-    return max(found)[1]
+def resolve_codec(codec: str, dataset: tp.Optional[str] = None,
+                  workspace: tp.Optional[tp.Union[str, Path]] = None) -> presets.CodecInfo:
+    """The codec an LM trains on: a signature, an XP folder/checkpoint, or ``latest`` (on ``dataset``).
+
+    ``latest`` is :meth:`musicpipe.xp.XP.latest`: the codec XP trained on ``dataset`` whose checkpoint was
+    written last. TrainingInputError naming the XP when it is not a trained codec.
+    """
+    try:
+        codec_xp = XP.resolve(codec, workspace, kind="codec", dataset=dataset)
+        if codec_xp.is_export:
+            raise XPError(f"{codec_xp.folder}: training on an exported codec is not supported yet; train on a "
+                          "codec XP of this workspace")
+        info = codec_xp.codec_info()
+    except XPError as exc:
+        raise TrainingInputError(str(exc)) from None
+    if codec != codec_xp.sig:
+        logger.info("codec %s%s: %s", codec, f" for {dataset}" if dataset else "", codec_xp.sig)
+    return info
 
 
 def train_codec(preset: str, dataset: tp.Optional[str] = None,
@@ -208,17 +194,16 @@ def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
              env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
     """Train (or resume) a MusicGen LM on the codec XP ``codec`` (n_q and card taken from it).
 
-    ``codec="latest"`` takes the most recent codec trained on ``dataset``. Refuses a codec whose
+    ``codec``: a signature, an XP folder or checkpoint, or ``latest`` (:meth:`musicpipe.xp.XP.latest`: the codec
+    trained on ``dataset`` whose checkpoint was written last). Refuses a codec whose
     sample rate differs from the dataset's. ``env`` and re-runs as in :func:`train_codec`.
     """
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
     check_manifests(dataset, workspace)
     check_disk(workspace)
-    if codec == "latest":
-        codec = latest_codec(dataset, workspace)
-        logger.info("latest codec for %s: %s", dataset, codec)
-    info = dora.codec_info(codec, workspace)
+    info = resolve_codec(codec, dataset, workspace)
+    codec = info.sig
     env = dict(env or {})
     if conditioning == "text":
         t5 = presets.parse_overrides(overrides).get("conditioners.description.t5.name", T5_DEFAULT)

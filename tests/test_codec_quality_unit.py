@@ -93,8 +93,10 @@ def test_l1_mse_mel_zero_for_identical_positive_otherwise() -> None:
 
 
 def test_module_doctests() -> None:
-    result = doctest.testmod(cqc, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 10
+    from musicpipe import codec_metrics
+
+    results = [doctest.testmod(m, optionflags=doctest.ELLIPSIS) for m in (cqc, codec_metrics)]
+    assert all(r.failed == 0 for r in results) and sum(r.attempted for r in results) > 10
 
 
 # ---------------------------------------------------------------------------------------------- check_codec
@@ -222,6 +224,12 @@ def _fake_xp(ws: Path, sig: str, solver: str = "compression", dataset: str | Non
     return folder
 
 
+def _egs(folder: Path, dataset: str | None, ws: Path) -> tuple:
+    from musicpipe.xp import XP
+
+    return XP(folder=folder, sig=folder.name, workspace=ws.resolve()).egs_dir("valid", dataset)
+
+
 def test_resolve_xp_and_manifest_errors(tmp_path: Path) -> None:
     import os
     import time
@@ -249,11 +257,11 @@ def test_resolve_xp_and_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(cqc.CodecCheckError, match="no such XP folder or checkpoint"):
         cqc.resolve_xp(str(tmp_path / "nowhere" / "checkpoint.th"), workspace=ws)
     # dataset: the record first, else the config's datasource.valid
-    assert cqc._valid_egs(new, None, ws.resolve()) == ("other_set", ws.resolve() / "data" / "other_set" / "egs" /
+    assert _egs(new, None, ws) == ("other_set", ws.resolve() / "data" / "other_set" / "egs" /
                                                        "valid")
-    name, egs = cqc._valid_egs(old, None, ws.resolve())
+    name, egs = _egs(old, None, ws)
     assert name == "demo_set" and egs == ws.resolve() / "data" / "demo_set" / "egs" / "valid"
-    assert cqc._valid_egs(old, "given", ws.resolve())[0] == "given"
+    assert _egs(old, "given", ws)[0] == "given"
     with pytest.raises(cqc.CodecCheckError, match=r"data\.jsonl: missing: no valid manifest"):
         cqc.valid_segments(egs)
     egs.mkdir(parents=True)

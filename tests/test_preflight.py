@@ -309,21 +309,21 @@ def test_codec_xp_that_does_not_exist(ws: Path) -> None:
     report = pf.run_preflight(NAME, "musicgen", codec="0badc0de", workspace=ws)
     codec = report.get("codec")
     assert report.results[-1] is codec and codec.status == pf.FAIL and report.codec == "0badc0de"
-    assert codec.message == (f"codec XP 0badc0de: no such XP folder {paths.xp_dir('0badc0de', ws)} (is the "
-                             "signature or --workspace right?)")
+    assert codec.message == (f"codec XP 0badc0de: {paths.xp_dir('0badc0de', ws)}: no such XP in workspace {ws} (is "
+                             "the signature or --workspace right?)")
     # the data checks still ran on the LM's config (MusicGen: 2 s segments x 0.8 in the demo preset)
     assert report.get("config").details["segment_duration"] == 2.0
     assert report.get("config").details["min_segment_ratio"] == 0.8
     assert [n for n, s in _statuses(report).items() if s != pf.PASS] == ["codec"]
     # no codec trained for the dataset: "latest" names the experiments folder
     latest = pf.run_preflight(NAME, "musicgen", workspace=ws)
-    assert latest.get("codec").message.startswith(f"no trained codec for dataset {NAME!r} under "
-                                                  f"{paths.dora_dir(ws)}")
+    assert latest.get("codec").message.startswith(f"no codec XP for dataset {NAME!r} with a checkpoint under "
+                                                  f"{paths.dora_dir(ws) / 'xps'}")
 
 
 def _codec_xp(ws: Path, sig: str, *, sample_rate: int = 32000, solver: str = "compression",
               checkpoint: bool = True) -> Path:
-    """An XP folder as Dora leaves it, with the config keys musicpipe.dora.codec_info reads."""
+    """An XP folder as Dora leaves it, with the config keys musicpipe.xp.XP.codec_info reads."""
     folder = paths.xp_dir(sig, ws)
     (folder / ".hydra").mkdir(parents=True)
     cfg = {"solver": solver, "sample_rate": sample_rate, "channels": 1, "rvq": {"n_q": 3, "bins": 128}}
@@ -352,17 +352,18 @@ def test_codec_xp_checks(ws: Path) -> None:
 
     folder = _codec_xp(ws, "0000beef", solver="musicgen")
     codec = pf.run_preflight(NAME, "musicgen", codec="0000beef", workspace=ws).get("codec")
-    assert codec.status == pf.FAIL and codec.message.startswith(f"codec XP 0000beef ({folder}): XP 0000beef is a "
-                                                                "'musicgen' run, not a compression (codec) run")
+    assert codec.status == pf.FAIL and codec.message == ("codec XP 0000beef: 0000beef: solver 'musicgen', not a codec "
+                                                         "(compression) XP")
     folder = _codec_xp(ws, "0000cafe", checkpoint=False)
     codec = pf.run_preflight(NAME, "musicgen", codec="0000cafe", workspace=ws).get("codec")
-    assert codec.status == pf.FAIL and "codec XP 0000cafe has no checkpoint.th yet" in codec.message
+    assert codec.status == pf.FAIL and codec.message == (f"codec XP 0000cafe: {folder / 'checkpoint.th'} is missing: "
+                                                         "0000cafe has not saved a checkpoint yet")
     folder = paths.xp_dir("0000f00d", ws)
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text("solver: [unclosed\n")
     codec = pf.run_preflight(NAME, "musicgen", codec="0000f00d", workspace=ws).get("codec")
     assert codec.status == pf.FAIL and codec.message.startswith(
-        f"codec XP 0000f00d: unreadable {folder / '.hydra' / 'config.yaml'}")
+        f"codec XP 0000f00d: {folder / '.hydra' / 'config.yaml'} is unreadable")
 
 
 def test_bad_arguments(ws: Path) -> None:

@@ -76,7 +76,8 @@ import shlex
 import subprocess
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import audiocraft_env, dora, manifests, paths, presets, training
+from musicpipe.xp import XP, XPError
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ class Stage:
         >>> Stage("a", 1, 2.0, 4, 3, {"optim.lr": 1e-3, "schedule.lr_scheduler": None}).override_args()
         ['optim.lr=0.001', 'schedule.lr_scheduler=null']
         """
-        from musicpipe import presets
-
         return [f"{k}={presets.format_value(v)}" for k, v in self.overrides.items()]
 
     def describe(self) -> str:
@@ -350,8 +349,6 @@ def segment_fit(durations: tp.Sequence[float], segment_duration: float,
 
 def train_durations(dataset: str, workspace: tp.Optional[PathLike] = None) -> tp.List[float]:
     """Durations of the dataset's train files (``<ws>/data/<dataset>/egs/train/data.jsonl``)."""
-    from musicpipe import manifests
-
     try:
         return [r.duration for r in manifests.read_nonempty_manifest(
             paths.dataset_dir(dataset, workspace) / "egs" / "train")]
@@ -376,13 +373,11 @@ def identity(curriculum: Curriculum, preset: str, dataset: str, codec: str, cond
 def scan_records(workspace: tp.Optional[PathLike] = None) -> tp.List[tp.Dict[str, tp.Any]]:
     """Every ``xps/*/curriculum.json`` of the workspace, each with ``epochs_done`` (its history's length),
     ``has_checkpoint`` and ``folder`` read from the XP folder now; unreadable records are skipped (logged)."""
-    from musicpipe import dora
-
     found = []
     for path in sorted((paths.dora_dir(workspace) / "xps").glob(f"*/{RECORD}")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            history = dora.read_history(path.parent)
+            history = XP(folder=path.parent, sig=path.parent.name).history
         except (OSError, ValueError) as exc:
             logger.warning("%s: unreadable curriculum record, ignored (%s)", path, exc)
             continue
@@ -520,8 +515,6 @@ def stage_args(preset: tp.Any, stage: Stage, codec: tp.Any, dataset: str, condit
         ...                                         "optim.lr")]
         ['optim.lr=0.0005', 'optim.epochs=1', 'dataset.batch_size=2', 'dataset.segment_duration=3.0']
     """
-    from musicpipe import presets
-
     return presets.dora_run_args(preset, "musicgen", dset=dataset, conditioning=conditioning, codec=codec,
                                  epochs=stage.epochs, batch_size=stage.batch_size,
                                  segment_seconds=stage.segment_duration,
@@ -562,8 +555,6 @@ def planned_signatures(arg_lists: tp.Sequence[tp.Sequence[str]], workspace: tp.O
     feeds the next one's ``continue_from``). One subprocess for the whole chain, computing each signature
     as :func:`musicpipe.dora.xp_signature` does (``main.get_xp``); no XP folder is created.
     """
-    from musicpipe import audiocraft_env, dora, presets
-
     if not arg_lists:
         return []
     payload = json.dumps([presets.hydra_overrides(a) for a in arg_lists])
@@ -604,8 +595,6 @@ def resolve_setup(preset: str, dataset: tp.Optional[str], codec: str, *, conditi
                   workspace: tp.Optional[PathLike] = None, config_dir: PathLike = DEFAULT_CONFIG_DIR,
                   min_full_fraction: float = MIN_FULL_FRACTION) -> Setup:
     """Load the curriculum and preset, resolve the codec (``latest``: the newest for the dataset)."""
-    from musicpipe import dora, presets, training
-
     curriculum = load_curriculum(config_dir)
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
@@ -613,10 +602,7 @@ def resolve_setup(preset: str, dataset: tp.Optional[str], codec: str, *, conditi
         raise CurriculumError(f"unknown conditioning {conditioning!r}: expected one of "
                               f"{', '.join(presets.CONDITIONERS)}")
     ws = paths.workspace_root(workspace)
-    if codec in ("", "latest"):
-        codec = training.latest_codec(dataset, ws)
-        logger.info("latest codec for %s: %s", dataset, codec)
-    info = dora.codec_info(codec, ws)
+    info = training.resolve_codec(codec or "latest", dataset, ws)
     return Setup(curriculum=curriculum, preset_name=preset, preset=spec, dataset=dataset, codec=info,
                  conditioning=conditioning, workspace=ws, min_full_fraction=min_full_fraction)
 
@@ -645,8 +631,6 @@ def resolve_continue_from(value: str, setup: Setup) -> tp.Tuple[str, tp.Optional
     passed by its absolute path. An XP must be a MusicGen XP with a ``checkpoint.th``, trained on the
     same codec (and, when musicpipe recorded it, the same conditioning).
     """
-    from musicpipe import dora
-
     xps = (paths.dora_dir(setup.workspace) / "xps").resolve()
     given = Path(value).expanduser()
     if SIG_RE.match(value) and not given.exists():
@@ -665,20 +649,21 @@ def resolve_continue_from(value: str, setup: Setup) -> tp.Tuple[str, tp.Optional
     else:
         raise CurriculumError(f"--continue-from {value}: no such checkpoint, XP folder or XP signature")
     assert folder is not None
-    sig = folder.name
-    if not (folder / "checkpoint.th").exists():
-        raise CurriculumError(f"--continue-from {value}: {folder / 'checkpoint.th'} missing (no epoch finished)")
+    xp = XP(folder=folder, sig=folder.name, workspace=setup.workspace)
+    sig = xp.sig
+    if not xp.checkpoint.exists():
+        raise CurriculumError(f"--continue-from {value}: {xp.checkpoint} missing (no epoch finished)")
     try:
-        cfg = dora.xp_config(folder)
-    except dora.DoraError as exc:
+        xp.config
+    except XPError as exc:
         raise CurriculumError(f"--continue-from {value}: {exc}") from None
-    if cfg.get("solver") != "musicgen":
-        raise CurriculumError(f"--continue-from {value}: XP {sig} is a {cfg.get('solver')!r} XP, not a MusicGen LM")
-    codec = str(cfg.get("compression_model_checkpoint") or "")
+    if xp.solver != "musicgen":
+        raise CurriculumError(f"--continue-from {value}: XP {sig} is a {xp.solver!r} XP, not a MusicGen LM")
+    codec = xp.codec_ref or ""
     if codec != f"//sig/{setup.codec.sig}":
         raise CurriculumError(f"--continue-from {value}: XP {sig} was trained on codec {codec or '?'}, this "
                               f"curriculum uses //sig/{setup.codec.sig}: its tokens mean something else")
-    recorded = _read_json(folder / "musicpipe.json").get("conditioning")
+    recorded = xp.record.get("conditioning")
     if recorded is not None and recorded != setup.conditioning:
         raise CurriculumError(f"--continue-from {value}: XP {sig} was trained with conditioning {recorded!r}, "
                               f"not {setup.conditioning!r}: the conditioners' weights would not match")
@@ -705,15 +690,13 @@ def run_stage(setup: Setup, stage: Stage, continue_from: tp.Optional[str] = None
     value such as ``//sig/<sig>``) starts the XP from that checkpoint, with ``MUSICPIPE_CARRY_STATE=1`` so
     the optimizer and EMA carry over too.
     """
-    from musicpipe import dora, manifests, training
-
     fit = check_fit(setup, stage)
     logger.info("stage %s (%s) on %s: %s", stage.name, stage.describe(), setup.dataset, fit.message)
     run = training.train_lm(setup.preset_name, setup.codec.sig, setup.dataset, setup.workspace,
                             conditioning=setup.conditioning, epochs=stage.epochs, batch_size=stage.batch_size,
                             segment_seconds=stage.segment_duration, overrides=_stage_overrides(stage, continue_from),
                             echo=echo, outputs=outputs, env={CARRY_ENV: "1"})
-    history = dora.read_history(run.folder)
+    history = run.history()
     if len(history) < stage.epochs or not run.checkpoint.exists():
         raise CurriculumError(f"stage {stage.name}: xp {run.sig} stopped after {len(history)}/{stage.epochs} "
                               f"epochs ({run.folder}); run the same command again to resume it")
@@ -804,8 +787,6 @@ class DryRun:
 
 def dry_run(setup: Setup) -> DryRun:
     """``--dry-run``: the plan and the exact ``dora run`` commands of the stages still to run; runs nothing."""
-    from musicpipe import audiocraft_env, dora
-
     cur = setup.curriculum
     plan = plan_curriculum(cur, scan_records(setup.workspace), setup.key)
     durations = train_durations(setup.dataset, setup.workspace)
@@ -846,7 +827,7 @@ def dry_run(setup: Setup) -> DryRun:
         if p.status in ("next", "pending"):
             folder = paths.xp_dir(sigs[p.stage.name], setup.workspace)
             if folder.is_dir():
-                done = len(dora.read_history(folder))
+                done = XP(folder=folder, sig=folder.name).epochs_done
                 what += f" (its XP folder exists with {done}/{_epochs(p.stage.epochs)}: running resumes it)"
         fit = fits[p.stage.name]
         data = fit.message if fit.ok else f"WOULD BE REFUSED: {fit.message}"
@@ -898,8 +879,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     """The CLI: 0 on success (all stages done included), 1 with the reason on a refusal or failure."""
-    from musicpipe import dora, manifests, presets, training
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.continue_from is not None and args.stage is None:

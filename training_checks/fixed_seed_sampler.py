@@ -60,7 +60,10 @@ import re
 import typing as tp
 import urllib.parse
 
-from musicpipe import paths
+from musicpipe import generation, manifests, paths
+from musicpipe.codec_metrics import read_segment, write_wav
+from musicpipe.xp import XP, XPError, epoch_checkpoints  # noqa: F401 - epoch_checkpoints: part of this API
+from training_checks import codec_quality_check as cqc
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +77,6 @@ WEIGHTS = ("auto", "model", "ema", "best")
 PEAK = 0.9               # WAVs are peak-normalised to this, as musicpipe.generation.write_samples does
 SPEC_N_FFT = 1024        # spectrogram PNGs: Hann window, hop n_fft/4, dB re. full scale on a fixed range
 SPEC_RANGE_DB = (-100.0, 0.0)
-LM_SOLVERS = ("musicgen", "audiogen")
-_EPOCH_CKPT = re.compile(r"^checkpoint_(\d+)\.th$")
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 
 
@@ -89,24 +90,6 @@ class SamplerError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ pure parts
-
-
-def epoch_checkpoints(names: tp.Iterable[PathLike]) -> tp.Dict[int, str]:
-    """``{epoch: name}`` of AudioCraft's per-epoch checkpoints (``checkpoint_<epoch>.th``) among ``names``.
-
-    The latest checkpoint (``checkpoint.th``), named ones (``checkpoint_best.th``), FSDP shards
-    (``checkpoint_3.th.1``) and temp files are not per-epoch checkpoints. Sorted by epoch.
-
-    Example:
-        >>> epoch_checkpoints(["a/checkpoint_10.th", "checkpoint_2.th", "checkpoint_best.th", "checkpoint_2.th.tmp"])
-        {2: 'checkpoint_2.th', 10: 'checkpoint_10.th'}
-    """
-    found = {}
-    for name in names:
-        match = _EPOCH_CKPT.match(Path(name).name)
-        if match:
-            found[int(match.group(1))] = Path(name).name
-    return dict(sorted(found.items()))
 
 
 def epoch_dir_name(epoch: int) -> str:
@@ -426,8 +409,6 @@ def sampled_epochs(samples_dir: PathLike) -> tp.Dict[int, tp.Dict[str, tp.Any]]:
 
 def write_index(samples_dir: PathLike, sig: tp.Optional[str] = None) -> Path:
     """Write ``<samples_dir>/index.html`` from the complete folders found there (unless unchanged); return its path."""
-    from musicpipe import manifests
-
     samples = Path(samples_dir)
     epochs = sampled_epochs(samples)
     oracle = _read_settings(samples / ORACLE)
@@ -510,10 +491,8 @@ def write_sample(wav: tp.Any, sample_rate: int, folder: Path, name: str, title: 
     """``<name>.wav`` (16-bit PCM, peak-normalised) and ``<name>.png`` under ``folder``; their index entry."""
     import torch
 
-    from training_checks.codec_quality_check import _write_wav
-
     audio = _normalised(wav)
-    _write_wav(folder / f"{name}.wav", torch.from_numpy(audio), sample_rate)
+    write_wav(folder / f"{name}.wav", torch.from_numpy(audio), sample_rate)
     write_spectrogram(audio, sample_rate, folder / f"{name}.png", title)
     return {"wav": f"{name}.wav", "png": f"{name}.png", "num_frames": int(audio.shape[-1]),
             "duration": audio.shape[-1] / sample_rate}
@@ -577,31 +556,34 @@ def conditioning_of(record: tp.Mapping[str, tp.Any], conditioners: tp.Optional[t
 
 def resolve_lm_xp(sig: str, workspace: tp.Optional[PathLike] = None) -> XPInfo:
     """Check that ``sig`` is an LM XP of the workspace and read its conditioning, dataset and audio format."""
-    from training_checks import codec_quality_check as cqc
-
-    ws = paths.workspace_root(workspace)
-    if not cqc.SIG_RE.match(str(sig)):
+    if not paths.SIG_RE.match(str(sig)):
         raise SamplerError(f"{sig!r} is not an XP signature (8 hex digits)")
-    folder = paths.xp_dir(sig, ws)
-    if not folder.is_dir():
-        raise SamplerError(f"{folder}: no such XP in workspace {ws} (pass --workspace?)")
-    cfg = cqc._xp_config(folder)
-    if cfg is None:
-        raise SamplerError(f"{folder / '.hydra' / 'config.yaml'}: missing or unreadable; not a Dora XP folder")
-    solver = cfg.get("solver")
-    if solver not in LM_SOLVERS:
-        raise SamplerError(f"{folder}: solver is {solver!r}, not an LM (musicgen) XP")
-    record = cqc._xp_record(folder)
-    conditioners = cfg.get("conditioners") or {}
-    return XPInfo(sig=str(sig), folder=folder, workspace=ws, conditioning=conditioning_of(record, list(conditioners)),
-                  dataset=record.get("dataset"), sample_rate=int(cfg.get("sample_rate")),
-                  channels=int(cfg.get("channels", 1)), codec=cfg.get("compression_model_checkpoint"),
-                  fsdp=bool(cfg.get("fsdp", {}).get("use", False)))
+    try:
+        xp = XP.resolve(str(sig), workspace, kind="lm")
+        cfg = xp.config
+    except XPError as e:
+        raise SamplerError(str(e)) from None
+    assert xp.workspace is not None
+    return XPInfo(sig=str(sig), folder=xp.folder, workspace=xp.workspace,
+                  conditioning=conditioning_of(xp.record, xp.conditioners), dataset=xp.dataset,
+                  sample_rate=int(cfg.get("sample_rate")), channels=int(cfg.get("channels", 1)), codec=xp.codec_ref,
+                  fsdp=bool((cfg.get("fsdp") or {}).get("use", False)))
+
+
+def _xp(info: XPInfo) -> XP:
+    return XP(folder=info.folder, sig=info.sig, workspace=info.workspace)
 
 
 def list_epochs(xp: XPInfo) -> tp.Dict[int, Path]:
     """``{epoch: checkpoint path}`` of the XP's per-epoch checkpoints."""
-    return {e: xp.folder / name for e, name in epoch_checkpoints(p.name for p in xp.folder.iterdir()).items()}
+    return _xp(xp).checkpoints
+
+
+def _valid_egs(xp: XPInfo) -> Path:
+    try:
+        return _xp(xp).egs_dir("valid", xp.dataset)[1]
+    except XPError as e:
+        raise SamplerError(str(e)) from None
 
 
 def _sidecar(audio: str) -> tp.Dict[str, tp.Any]:
@@ -616,15 +598,9 @@ def training_conditions(xp: XPInfo, max_conditions: int, seed: int) -> tp.List[s
     """The genres (or descriptions) to prompt with, from the sidecars of the XP's train manifest."""
     if xp.conditioning == "none" or max_conditions <= 0:
         return []
-    from musicpipe import manifests
     from tqdm import tqdm
 
-    from training_checks import codec_quality_check as cqc
-
-    try:
-        _, valid = cqc._valid_egs(xp.folder, xp.dataset, xp.workspace)
-    except cqc.CodecCheckError as e:
-        raise SamplerError(str(e)) from None
+    valid = _valid_egs(xp)
     try:
         records = manifests.read_nonempty_manifest(valid.parent / "train")
     except manifests.ManifestError as e:
@@ -642,10 +618,8 @@ def training_conditions(xp: XPInfo, max_conditions: int, seed: int) -> tp.List[s
 
 def default_prompt_audio(xp: XPInfo, seed: int) -> str:
     """A deterministic pick from the valid manifest (:func:`codec_quality_check.select_segments`)."""
-    from training_checks import codec_quality_check as cqc
-
+    valid = _valid_egs(xp)
     try:
-        _, valid = cqc._valid_egs(xp.folder, xp.dataset, xp.workspace)
         return cqc.select_segments(cqc.valid_segments(valid), 1, seed)[0]
     except cqc.CodecCheckError as e:
         raise SamplerError(f"{e} (or pass --prompt-audio)") from None
@@ -666,9 +640,8 @@ def _codec_id(xp: XPInfo) -> tp.Dict[str, tp.Any]:
 
 def _history_valid(xp: XPInfo, epoch: int) -> tp.Dict[str, float]:
     try:
-        history = json.loads((xp.folder / "history.json").read_text(encoding="utf-8"))
-        valid = history[epoch - 1].get("valid", {})
-    except (OSError, ValueError, IndexError, AttributeError, TypeError):
+        valid = _xp(xp).history[epoch - 1].get("valid", {})
+    except (XPError, IndexError, AttributeError, TypeError):
         return {}
     return {k: valid[k] for k in ("ce", "ppl") if isinstance(valid.get(k), (int, float))}
 
@@ -696,8 +669,6 @@ def epoch_weights(checkpoint: Path, weights: str = "auto") -> tp.Tuple[str, tp.A
 
 
 def _generate(model: tp.Any, xp: XPInfo, prompt: Prompt, duration: float, prompt_wav: tp.Any) -> tp.Any:
-    from musicpipe import generation
-
     # A genre LM needs the key even for unconditional samples: genres=[None] (genres=None raises KeyError).
     genres = [prompt.genre] if xp.conditioning == "genre" else None
     descriptions = [prompt.description] if xp.conditioning == "text" else None
@@ -710,8 +681,6 @@ def _generate(model: tp.Any, xp: XPInfo, prompt: Prompt, duration: float, prompt
 
 def _sample_epoch(model: tp.Any, xp: XPInfo, epoch: int, checkpoint: Path, out: Path, settings: tp.Dict[str, tp.Any],
                   prompts: tp.Sequence[Prompt], prompt_wav: tp.Any, weights: str) -> tp.Dict[str, tp.Any]:
-    from musicpipe import manifests
-
     used, state = epoch_weights(checkpoint, weights)
     model.lm.load_state_dict(state)
     model.lm.eval()
@@ -735,12 +704,9 @@ def _sample_epoch(model: tp.Any, xp: XPInfo, epoch: int, checkpoint: Path, out: 
 def _write_oracle(model: tp.Any, xp: XPInfo, out: Path, settings: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     import torch
 
-    from musicpipe import manifests
-    from training_checks import codec_quality_check as cqc
-
     out.mkdir(parents=True, exist_ok=True)
     _clear(out, [])
-    real = cqc._read_segment(settings["prompt_audio"], xp.sample_rate, xp.channels, settings["duration"])
+    real = read_segment(settings["prompt_audio"], xp.sample_rate, xp.channels, settings["duration"])
     codec = model.compression_model
     with torch.no_grad():
         codes, scale = codec.encode(real[None].to(model.device))
@@ -776,12 +742,10 @@ def run_sampler(sig: str, *, epochs: tp.Optional[tp.Sequence[int]] = None, works
     Returns:
         ``{"xp", "samples_dir", "index", "epochs" (available), "sampled", "skipped", "prompts", "oracle"}``.
     """
-    from musicpipe.generation import MAX_DURATION
-
     if weights not in WEIGHTS:
         raise SamplerError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    if not 0 < duration <= MAX_DURATION:
-        raise SamplerError(f"duration must be in (0, {MAX_DURATION:g}] s, got {duration}")
+    if not 0 < duration <= generation.MAX_DURATION:
+        raise SamplerError(f"duration must be in (0, {generation.MAX_DURATION:g}] s, got {duration}")
     if not 0 < prompt_seconds < duration:
         raise SamplerError(f"prompt_seconds must be in (0, duration={duration:g}) s, got {prompt_seconds}")
     xp = resolve_lm_xp(sig, workspace)
@@ -827,13 +791,10 @@ def run_sampler(sig: str, *, epochs: tp.Optional[tp.Sequence[int]] = None, works
     if todo or oracle_todo:
         from tqdm import tqdm
 
-        from musicpipe import generation
-        from training_checks import codec_quality_check as cqc
-
         logger.info("XP %s (%s conditioning): %d prompts, epochs to sample: %s", xp.sig, xp.conditioning,
                     len(prompts), ", ".join(map(str, todo)) or "none (oracle only)")
         model = generation.load_musicgen(xp.sig, xp.workspace, device)
-        prompt_wav = cqc._read_segment(str(prompt_path), xp.sample_rate, xp.channels, prompt_seconds)
+        prompt_wav = read_segment(str(prompt_path), xp.sample_rate, xp.channels, prompt_seconds)
         if oracle_todo:
             _write_oracle(model, xp, samples / ORACLE, oracle_settings)
         for e in tqdm(todo, desc=f"sampling XP {xp.sig}", unit="epoch", disable=len(todo) < 2):

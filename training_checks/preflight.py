@@ -689,25 +689,15 @@ def check_text_conditioning(env: tp.Mapping[str, str], t5_name: str = "t5-base",
 
 
 def resolve_codec(codec: tp.Optional[str], dataset: str, ws: Path) -> tp.Tuple[tp.Optional[tp.Any], CheckResult]:
-    """``(CodecInfo, result)`` for ``codec`` (a signature; None or "latest": the dataset's latest codec)."""
-    from musicpipe import dora, training
+    """``(CodecInfo, result)`` for ``codec`` (:func:`musicpipe.training.resolve_codec`; None: ``latest``)."""
+    from musicpipe import training
 
-    if codec in (None, "", "latest"):
-        try:
-            codec = training.latest_codec(dataset, ws)
-        except training.TrainingInputError as exc:
-            return None, CheckResult("codec", FAIL, str(exc))
-    folder = paths.xp_dir(str(codec), ws)
-    if not folder.is_dir():
-        return None, CheckResult("codec", FAIL, f"codec XP {codec}: no such XP folder {folder} (is the signature or "
-                                                "--workspace right?)", {"sig": codec})
+    given = str(codec) if codec not in (None, "", "latest") else None
     try:
-        info = dora.codec_info(str(codec), ws)
-    except dora.DoraError as exc:
-        return None, CheckResult("codec", FAIL, f"codec XP {codec} ({folder}): {exc}", {"sig": codec})
-    except Exception as exc:  # noqa: BLE001 - a broken config.yaml (YAMLError, missing keys...) is the finding
-        return None, CheckResult("codec", FAIL, f"codec XP {codec}: unreadable {folder / '.hydra' / 'config.yaml'} "
-                                                f"({type(exc).__name__}: {_one_line(exc)})", {"sig": codec})
+        info = training.resolve_codec(given or "latest", dataset, ws)
+    except training.TrainingInputError as exc:
+        head = f"codec XP {given}: " if given else ""
+        return None, CheckResult("codec", FAIL, head + _one_line(exc), {"sig": given} if given else {})
     return info, CheckResult("codec", PASS, "")
 
 

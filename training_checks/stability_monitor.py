@@ -80,6 +80,7 @@ import os
 import typing as tp
 
 from musicpipe import paths
+from musicpipe.xp import XP, XPError
 
 logger = logging.getLogger(__name__)
 
@@ -646,18 +647,13 @@ def resolve_xp(xp: PathLike, workspace: tp.Optional[PathLike] = None) -> tp.Tupl
         training_checks.stability_monitor.StabilityLogError: /no/such/xp: no such XP folder (nor an 8-hex-digit XP signature)
     """
     text = str(xp)
-    if SIG_RE.match(text) and not Path(text).exists():
-        folder = paths.xp_dir(text, workspace)
-        if not folder.is_dir():
-            raise StabilityLogError(f"{folder}: no such XP in workspace {paths.workspace_root(workspace)} "
-                                    "(pass --workspace?)")
-        return text, folder
-    folder = Path(text).expanduser()
-    if folder.is_file():
-        folder = folder.parent
-    if not folder.is_dir():
+    if not (SIG_RE.match(text) and not Path(text).exists()) and not Path(text).expanduser().exists():
         raise StabilityLogError(f"{xp}: no such XP folder (nor an 8-hex-digit XP signature)")
-    return folder.resolve().name, folder.resolve()
+    try:
+        found = XP.resolve(text, workspace)
+    except XPError as exc:
+        raise StabilityLogError(str(exc)) from None
+    return found.name, found.folder
 
 
 # ------------------------------------------------------------------------------------------------------- CLI

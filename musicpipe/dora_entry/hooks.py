@@ -49,7 +49,7 @@ def _run_check(solver: tp.Any, epoch: int, samples: int) -> None:
     from dora import get_xp
 
     from musicpipe import paths
-    from training_checks.codec_quality_check import check_codec
+    from musicpipe.codec_metrics import check_codec
 
     if not flashy.distrib.is_rank_zero():
         return

@@ -41,7 +41,7 @@ def test_export_loads_in_audiocraft_and_generates(workspace, tmp_path, codec, lm
     assert (info["lm_xp"], info["codec_xp"]) == (lm_none.sig, codec.sig)
     lm = loaders.load_lm_model(folder)  # AudioCraft's own loader: conditioners saved as {} not null
     assert lm.cfg.transformer_lm.card == 256
-    wav = generation.generate(model=export.load_exported(folder), num_samples=1, duration=1.0)
+    wav = generation.generate(model=generation.load_exported(folder), num_samples=1, duration=1.0)
     assert wav.shape == (1, 1, 32000) and torch.isfinite(wav).all() and wav.abs().max() > 0
 
     res = run_cli("export", lm_genre, "--workspace", str(workspace), "--out", str(tmp_path / "genre"))
