@@ -26,7 +26,7 @@ import time
 import typing as tp
 from pathlib import Path
 
-from musicpipe import paths
+from musicpipe import manifests, paths
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,90 @@ RUNNER_PARAMS = ("workspace", "outputs")
 
 class NotebookError(RuntimeError):
     """A notebook of the chain failed; the message names it, the error and the executed copy to open."""
+
+
+# ---------------------------------------------------------------------------------- summaries: results forward
+
+
+def summary_path(notebook: str, outputs: tp.Optional[tp.Union[str, Path]] = None) -> Path:
+    """``outputs/notebooks/<notebook>.summary.json`` (``notebook``: its path in notebooks/ without ``.ipynb``)."""
+    return (Path(outputs) if outputs not in (None, "") else paths.OUTPUTS_DIR) / "notebooks" / f"{notebook}.summary.json"
+
+
+def write_summary(notebook: str, data: tp.Mapping[str, tp.Any], outputs: tp.Optional[tp.Union[str, Path]] = None,
+                  produced: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> Path:
+    """A notebook's last cell: what it produced and where, as JSON (written atomically).
+
+    ``produced``: what the next notebooks take as their default (``{"dataset": name}``, ``{"codec": sig}``);
+    see :func:`handed_forward`.
+    """
+    path = summary_path(notebook, outputs)
+    payload = {"notebook": notebook, **data, **({"produced": dict(produced)} if produced else {})}
+    manifests.atomic_write_text(path, json.dumps(payload, indent=1, default=str, sort_keys=True) + "\n")
+    logger.info("%s: summary in %s", notebook, path)
+    return path
+
+
+def read_summary(notebook: str, outputs: tp.Optional[tp.Union[str, Path]] = None) -> tp.Dict[str, tp.Any]:
+    """A notebook's summary; NotebookError naming the file when it is missing or not JSON."""
+    path = summary_path(notebook, outputs)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotebookError(f"{path} is missing: run the notebook {notebook} first") from None
+    except ValueError as exc:
+        raise NotebookError(f"{path}: not valid JSON ({exc})") from None
+
+
+def upstream_notebooks(notebook: str) -> tp.List[str]:
+    """The notebooks that come before ``notebook`` in any chain (names without ``.ipynb``).
+
+    >>> upstream_notebooks("fma/large/02_audiocraft_train_compression_debug")
+    ['fma/large/01_fma_large_setup', 'fma/large/01b_fma_large_downloader']
+    """
+    found: tp.Dict[str, None] = {}
+    for chain in CHAINS.values():
+        names = [n[:-len(".ipynb")] for n in chain]
+        if notebook in names:
+            found.update(dict.fromkeys(names[:names.index(notebook)]))
+    return list(found)
+
+
+def produced_upstream(notebook: str, name: str, outputs: tp.Optional[tp.Union[str, Path]] = None
+                      ) -> tp.Optional[tp.Tuple[str, tp.Dict[str, tp.Any]]]:
+    """``(upstream notebook, its produced dict)``: the newest summary before ``notebook`` that produced ``name``.
+
+    The rule: among the notebooks that precede ``notebook`` in a chain, the one whose summary was written
+    last and that ``produced`` ``name`` (e.g. ``dataset``: 01d's combined set after 01b and 01c ran;
+    ``codec``: the XP notebook 02 trained). None when no such summary exists.
+    """
+    found = []
+    for upstream in upstream_notebooks(notebook):
+        path = summary_path(upstream, outputs)
+        try:
+            produced = read_summary(upstream, outputs).get("produced") or {}
+        except NotebookError:
+            continue
+        if isinstance(produced, dict) and produced.get(name) not in (None, ""):
+            found.append((path.stat().st_mtime_ns, upstream, produced))
+    if not found:
+        return None
+    _, upstream, produced = max(found, key=lambda t: t[0])
+    return upstream, produced
+
+
+def handed_forward(notebook: str, name: str, given: tp.Any = None,
+                   outputs: tp.Optional[tp.Union[str, Path]] = None, default: tp.Any = None) -> tp.Any:
+    """``given`` when set, else what an earlier notebook produced (:func:`produced_upstream`), else ``default``."""
+    if given not in (None, ""):
+        return given
+    found = produced_upstream(notebook, name, outputs)
+    if found is None:
+        logger.info("%s = %r (no earlier notebook produced one)", name, default)
+        return default
+    upstream, produced = found
+    logger.info("%s = %r, as produced by %s", name, produced[name], summary_path(upstream, outputs))
+    return produced[name]
 
 
 def chain_for(name: str) -> tp.List[str]:
@@ -96,6 +180,30 @@ def declared_parameters(notebook: tp.Union[str, Path]) -> tp.List[str]:
     return list(pm.inspect_notebook(str(notebook)).keys())
 
 
+def notebook_parameters(notebook: str, params: tp.Mapping[str, tp.Any], declared: tp.Sequence[str]
+                        ) -> tp.Dict[str, tp.Any]:
+    """The parameters ``notebook`` receives: the flat ones it declares, then its own section's (which win).
+
+    A section is keyed by the notebook's name without ``.ipynb``, with or without its folder.
+
+    >>> notebook_parameters("fma/small/01c_mtg_jamendo_downloader.ipynb",
+    ...                     {"seed": 0, "mtg_seed": 0, "01c_mtg_jamendo_downloader": {"mtg_seed": 1}},
+    ...                     ["workspace", "mtg_seed"])
+    {'mtg_seed': 1}
+    """
+    chosen = {k: v for k, v in params.items() if k in declared}
+    stem = notebook[:-len(".ipynb")] if notebook.endswith(".ipynb") else notebook
+    for key in dict.fromkeys((Path(stem).name, stem)):
+        section = params.get(key)
+        if isinstance(section, tp.Mapping):
+            unknown = sorted(set(section) - set(declared))
+            if unknown:
+                raise NotebookError(f"parameters for {key}: {', '.join(unknown)} not declared by {notebook} "
+                                    f"(it declares {', '.join(declared)})")
+            chosen.update(section)
+    return chosen
+
+
 def output_path(notebook: str, outputs: tp.Optional[tp.Union[str, Path]] = None) -> Path:
     """Where the executed copy of ``notebook`` (relative to notebooks/) goes."""
     return (Path(outputs) if outputs else paths.OUTPUTS_DIR) / "notebooks" / notebook
@@ -105,7 +213,9 @@ def run_notebook(notebook: str, params: tp.Mapping[str, tp.Any], outputs: tp.Opt
                  *, progress: bool = True, log_output: bool = True) -> Path:
     """Execute ``notebooks/<notebook>`` with the parameters it declares; returns the executed copy.
 
-    ``progress``: papermill's per-cell progress bar; ``log_output``: the cells' output (training logs
+    ``params`` is flat (each notebook takes the names its ``parameters`` cell declares), and may hold a
+    section per notebook (its name without ``.ipynb``, with or without its folder) whose values apply to that
+    notebook only and win over the flat ones. ``progress``: papermill's per-cell progress bar; ``log_output``: the cells' output (training logs
     included) streamed to the log as it arrives.
     """
     import papermill as pm
@@ -113,8 +223,7 @@ def run_notebook(notebook: str, params: tp.Mapping[str, tp.Any], outputs: tp.Opt
     source = NOTEBOOKS_DIR / notebook
     if not source.exists():
         raise NotebookError(f"{source}: no such notebook")
-    declared = declared_parameters(source)
-    chosen = {k: v for k, v in params.items() if k in declared}
+    chosen = notebook_parameters(notebook, params, declared_parameters(source))
     out = output_path(notebook, outputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s with %s", notebook, chosen)
@@ -131,8 +240,6 @@ def run_chain(chain: str, params_file: tp.Optional[tp.Union[str, Path]] = None, 
               *, workspace: tp.Optional[tp.Union[str, Path]] = None,
               outputs: tp.Optional[tp.Union[str, Path]] = None, progress: bool = True) -> tp.Dict[str, tp.Any]:
     """Run every notebook of ``chain`` in order; returns their summaries and the HTML pages to open."""
-    from musicpipe import pipeline
-
     notebooks = chain_for(chain)
     params = load_params(params_file, overrides)
     out_root = Path(outputs) if outputs else paths.OUTPUTS_DIR
@@ -145,14 +252,12 @@ def run_chain(chain: str, params_file: tp.Optional[tp.Union[str, Path]] = None, 
         print(f"[{k}/{len(notebooks)}] {notebook} ...", flush=True)
         executed = run_notebook(notebook, params, out_root, progress=progress)
         name = notebook[:-len(".ipynb")]
-        summaries[name] = pipeline.read_summary(name, out_root)
+        summaries[name] = read_summary(name, out_root)
         print(f"[{k}/{len(notebooks)}] {notebook}: done in {time.monotonic() - t0:.0f} s -> {executed}", flush=True)
     pages = sorted({str(p) for s in summaries.values() for p in s.get("pages", [])})
     result = {"chain": chain, "notebooks": notebooks, "summaries": summaries, "pages": pages,
               "seconds": round(time.monotonic() - start, 1), "workspace": params["workspace"],
               "outputs": str(out_root)}
     (out_root / "notebooks").mkdir(parents=True, exist_ok=True)
-    from musicpipe.manifests import atomic_write_text
-
-    atomic_write_text(out_root / "notebooks" / f"chain_{chain}.json", json.dumps(result, indent=1, default=str) + "\n")
+    manifests.atomic_write_text(out_root / "notebooks" / f"chain_{chain}.json", json.dumps(result, indent=1, default=str) + "\n")
     return result

@@ -22,7 +22,8 @@ import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, paths
+from musicpipe import manifests, notebooks, paths
+from musicpipe.xp import XP
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def combine(datasets: tp.Sequence[str], name: str, workspace: tp.Optional[PathLi
 
 def _run_info(run: tp.Any) -> tp.Dict[str, tp.Any]:
     return {"xp": run.sig, "folder": str(run.folder), "checkpoint": str(run.checkpoint),
-            "epochs": len(run.history()), "skipped": bool(run.skipped)}
+            "epochs": len(run.history()), "skipped": bool(run.skipped), "dataset": run.xp.dataset}
 
 
 def _check_report(report: tp.Any, lines_key: str) -> tp.Dict[str, tp.Any]:
@@ -206,12 +207,16 @@ def train_lm(preset: str, dataset: str, codec: str = "latest", workspace: tp.Opt
              conditioning: str = "none", outputs: tp.Optional[PathLike] = None, epochs: tp.Optional[int] = None,
              batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
              overrides: tp.Sequence[str] = ()) -> tp.Dict[str, tp.Any]:
-    """Train (resume, or skip when finished) the MusicGen LM on ``codec`` (a sig or ``latest``)."""
+    """Train (resume, or skip when finished) the MusicGen LM on ``codec`` (a sig or ``latest``).
+
+    Returns the XP, folder, checkpoint, epochs, conditioning, and the codec XP and dataset it trained on.
+    """
     from musicpipe import training
 
     run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, epochs=epochs,
                             batch_size=batch_size, gpus=gpus, overrides=overrides, outputs=_outputs(outputs))
-    return {**_run_info(run), "conditioning": conditioning}
+    return {**_run_info(run), "conditioning": conditioning, "codec": run.xp.record.get("codec"),
+            "dataset": run.xp.dataset}
 
 
 def check_conditioning(dataset: str, conditioning: str = "none", workspace: tp.Optional[PathLike] = None, *,
@@ -252,7 +257,7 @@ def codec_quality(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: 
     from training_checks import codec_quality_check as cqc
 
     out = _outputs(outputs) / "codec_quality_check" / xp
-    ckpt = paths.xp_dir(xp, workspace) / "checkpoint.th"
+    ckpt = XP.resolve(xp, workspace).checkpoint
     stamp = {"checkpoint_mtime_ns": ckpt.stat().st_mtime_ns if ckpt.exists() else None,
              "num_samples": num_samples, "seed": seed}
     stamp_file = out / ".musicpipe-check.json"
@@ -315,25 +320,60 @@ def images(files: tp.Sequence[PathLike]) -> tp.List[tp.Any]:
 
 def summary_path(notebook: str, outputs: tp.Optional[PathLike] = None) -> Path:
     """``outputs/notebooks/<notebook>.summary.json`` (``notebook``: its path in notebooks/ without ``.ipynb``)."""
-    return _outputs(outputs) / "notebooks" / f"{notebook}.summary.json"
+    return notebooks.summary_path(notebook, outputs)
 
 
-def write_summary(notebook: str, data: tp.Mapping[str, tp.Any], outputs: tp.Optional[PathLike] = None) -> Path:
-    """The notebook's last cell: what it produced and where, as JSON (written atomically)."""
-    path = summary_path(notebook, outputs)
-    payload = {"notebook": notebook, **data}
-    manifests.atomic_write_text(path, json.dumps(payload, indent=1, default=str, sort_keys=True) + "\n")
-    logger.info("%s: summary in %s", notebook, path)
-    return path
+def write_summary(notebook: str, data: tp.Mapping[str, tp.Any], outputs: tp.Optional[PathLike] = None,
+                  produced: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> Path:
+    """The notebook's last cell: what it produced and where; ``produced`` is what later notebooks default to."""
+    return notebooks.write_summary(notebook, data, outputs, produced)
 
 
 def read_summary(notebook: str, outputs: tp.Optional[PathLike] = None) -> tp.Dict[str, tp.Any]:
-    """A notebook's summary (so the next notebook can find, e.g., the codec XP the previous one trained)."""
-    path = summary_path(notebook, outputs)
+    """A notebook's summary (e.g. the codec XP notebook 02 trained)."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path} is missing: run the notebook {notebook} first") from None
-    except ValueError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+        return notebooks.read_summary(notebook, outputs)
+    except notebooks.NotebookError as exc:
+        raise PipelineError(str(exc)) from None
 
+
+def chain_inputs(notebook: str, outputs: tp.Optional[PathLike] = None, *, preset: tp.Optional[str] = None,
+                 dataset: tp.Optional[str] = None, codec: tp.Optional[str] = None,
+                 needs_codec: bool = False) -> tp.Dict[str, tp.Any]:
+    """What a training notebook works on: its own parameters when set, else what the chain handed forward.
+
+    - ``dataset``: the parameter; else the dataset the newest earlier notebook produced (01d's combined set
+      after 01b/01c, 02's dataset before 03); else the preset's dataset.
+    - ``codec`` (``needs_codec``): the parameter; else the codec XP notebook 02 produced, when it trained on
+      this dataset; else ``latest`` (:meth:`musicpipe.xp.XP.latest`: the newest codec on the dataset).
+
+    Returns ``{"dataset", "dataset_from", "codec", "codec_from"}`` (``*_from``: ``parameter``, the upstream
+    summary's path, ``preset <name>`` or ``latest``).
+
+    >>> chain_inputs("03_audiocraft_train_musicgen_uncond_debug", "/nonexistent", dataset="d", codec="0a1b2c3d",
+    ...              needs_codec=True)
+    {'dataset': 'd', 'dataset_from': 'parameter', 'codec': '0a1b2c3d', 'codec_from': 'parameter'}
+    """
+    from musicpipe import presets
+
+    out: tp.Dict[str, tp.Any] = {}
+    if dataset not in (None, ""):
+        out.update(dataset=dataset, dataset_from="parameter")
+    else:
+        found = notebooks.produced_upstream(notebook, "dataset", outputs)
+        if found is not None:
+            out.update(dataset=found[1]["dataset"], dataset_from=str(summary_path(found[0], outputs)))
+        elif preset:
+            out.update(dataset=presets.load_preset(preset).dataset, dataset_from=f"preset {preset}")
+        else:
+            raise PipelineError(f"{notebook}: no dataset given, none produced by an earlier notebook and no preset")
+    if needs_codec:
+        found = notebooks.produced_upstream(notebook, "codec", outputs)
+        if codec not in (None, "", "latest"):
+            out.update(codec=codec, codec_from="parameter")
+        elif codec != "latest" and found is not None and found[1].get("dataset") == out["dataset"]:
+            out.update(codec=found[1]["codec"], codec_from=str(summary_path(found[0], outputs)))
+        else:
+            out.update(codec="latest", codec_from="latest")
+    logger.info("%s works on %s", notebook, ", ".join(f"{k}={v}" for k, v in out.items()))
+    return out

@@ -37,6 +37,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import manifests, paths
+from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ LEVEL_COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
 STAGES = ("train", "valid", "evaluate", "generate")
 STAGE_STYLES = {"train": ("C0", "-", "o"), "valid": ("C1", "--", "s"), "evaluate": ("C2", ":", "D"),
                 "generate": ("C3", "-.", "^")}
-LM_SOLVERS = ("musicgen", "audiogen", "magnet", "audio_magnet")
 # The metric whose trend says whether a run learns, per kind of solver. The codec's ``g_loss`` is
 # train-only and balancer-weighted, so the codec is judged on the mel distance, logged in every stage.
 PRIMARY_METRICS = {"codec": ("mel", "l1", "msspec"), "lm": ("ce",), "generic": ("loss", "ce", "mel", "l1")}
@@ -57,7 +57,6 @@ OVERFIT_EPOCHS = 2        # valid rising this many epochs in a row (3 points) wh
 GRAD_SPIKE_FACTOR = 10.0  # grad_norm this many times the median of the earlier epochs: a spike
 PPL_UNIFORM_SHARE = 0.9   # valid perplexity above this share of the codebook size: no better than uniform
 REPORT_FILE_MODE = 0o644  # mkstemp makes 0600 files: a report is meant to be read by others
-RECORD = "musicpipe.json"  # what musicpipe.training leaves in each XP folder (preset, dataset, ...)
 _SIG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _LOG_LINE_RE = re.compile(r"^\[(?P<time>[^\]]*)\]\[(?P<name>[^\]]*)\]\[(?P<level>[A-Z]+)\] - (?P<msg>.*)$")
@@ -102,7 +101,7 @@ def validate_history(history: tp.Any, source: str = "history") -> tp.List[tp.Dic
 
 def load_history(folder: PathLike) -> tp.List[tp.Dict[str, tp.Dict[str, float]]]:
     """``<folder>/history.json``, validated; ReportError naming the file when it is missing or malformed."""
-    path = Path(folder) / "history.json"
+    path = Path(folder) / xp_mod.HISTORY
     if not path.is_file():
         raise ReportError(f"{path} is missing: the XP has not finished an epoch yet, or this is not a Dora XP")
     try:
@@ -115,14 +114,12 @@ def load_history(folder: PathLike) -> tp.List[tp.Dict[str, tp.Dict[str, float]]]
 def solver_kind(solver: str) -> str:
     """``codec`` (AudioCraft's compression solver), ``lm`` (musicgen and its siblings) or ``generic``.
 
+    The one rule, :func:`musicpipe.xp.kind_of_solver`:
+
     >>> solver_kind("compression"), solver_kind("musicgen"), solver_kind("diffusion")
     ('codec', 'lm', 'generic')
     """
-    if solver == "compression":
-        return "codec"
-    if solver in LM_SOLVERS:
-        return "lm"
-    return "generic"
+    return xp_mod.kind_of_solver(solver)
 
 
 def guess_solver(history: tp.Sequence[tp.Mapping[str, tp.Mapping[str, float]]]) -> str:
@@ -866,7 +863,7 @@ def write_report(sig: str, workspace: tp.Optional[PathLike] = None, outputs: Pat
     except ReportError as exc:  # only the dset choice comes from it: not worth failing the report
         logger.warning("%s", exc)
     argv = _read_argv(folder / ".argv.json")
-    record = _read_record(folder / RECORD)
+    record = xp_mod.XP(folder=folder, sig=sig).record
     overrides = _overrides(argv)
     log = parse_solver_log(folder / "solver.log.0")
 

@@ -93,6 +93,12 @@ def test_first_run_produces_every_stage(demo_runs):
         s["fma/small/01c_mtg_jamendo_downloader"]["counts"]["segments_train"]
     codec = s[CODEC_NB]
     assert codec["codec"]["epochs"] == 2 and codec["codec"]["skipped"] is False
+    # results handed forward: the parameters name the combined set only in combined_name, and set no
+    # dataset or codec; 02 trains on 01d's set, 03 on that set with 02's codec
+    assert combined["produced"] == {"dataset": "synthetic_all"}
+    assert codec["codec"]["dataset"] == "synthetic_all"
+    assert codec["produced"] == {"codec": codec["codec"]["xp"], "dataset": "synthetic_all"}
+    assert s[LM_NB]["lm"]["dataset"] == "synthetic_all" and s[LM_NB]["lm"]["codec"] == codec["codec"]["xp"]
     assert math.isfinite(codec["quality"]["mean"]["si_snr_db"])
     checks = out / "codec_quality_check" / codec["codec"]["xp"]
     assert (checks / "epoch_1" / "summary.json").exists() and (checks / "epoch_2" / "summary.json").exists()
