@@ -213,16 +213,3 @@ def activate(workspace: tp.Optional[tp.Union[str, Path]] = None) -> None:
     enable_checkpoint_loading()
     use_gloo_without_cuda()
     _ACTIVATED = True
-
-
-def dora_main(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.Any:
-    """AudioCraft's Dora main (from our entry package), pointed at ``workspace``'s experiments.
-
-    AudioCraft reads ``AUDIOCRAFT_DORA_DIR`` once, at import; this keeps an in-process caller
-    (generation, checks, notebooks) on the workspace it names even when that changes.
-    """
-    activate(workspace)
-    from musicpipe.dora_entry.train import main
-
-    main.dora.dir = hydra_safe_dora_dir(workspace)
-    return main

@@ -13,7 +13,7 @@ from __future__ import annotations
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env
+from musicpipe import dora
 
 
 def compose(overrides: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None,
@@ -24,7 +24,7 @@ def compose(overrides: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Pa
     """
     from omegaconf import OmegaConf
 
-    main = audiocraft_env.dora_main(workspace)
+    main = dora.dora_main(workspace)
     xp = main.get_xp(list(overrides))
     cfg = xp.cfg
     if resolve:
@@ -36,7 +36,7 @@ def search_path(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[s
     """The config sources Hydra uses for AudioCraft's app (AudioCraft's own, then ours)."""
     from hydra._internal.utils import create_config_search_path
 
-    main = audiocraft_env.dora_main(workspace)
+    main = dora.dora_main(workspace)
     config_dir = Path(main.full_config_path).resolve()
     sp = create_config_search_path(str(config_dir))
     return [f"{entry.provider}: {entry.path}" for entry in sp.get_path()]

@@ -17,7 +17,7 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, paths
+from musicpipe import audiocraft_env, config, paths
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_FREE_GB = 10.0
@@ -93,8 +93,6 @@ def check_environment(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.
 def check_hydra(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
     """AudioCraft's config tree and model_config/ are both config sources, and ours resolve."""
     try:
-        from musicpipe import config
-
         sources = config.search_path(workspace)
     except Exception as exc:  # noqa: BLE001 - any failure here is the finding
         return [Check("hydra", FAIL, f"cannot build AudioCraft's Hydra search path: {type(exc).__name__}: {exc}")]

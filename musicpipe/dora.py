@@ -99,3 +99,16 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
         raise DoraError(f"dora {' '.join(args)} exited with {proc.returncode} (xp {sig}, {folder}):\n"
                         + result.output_tail)
     return result
+
+
+def dora_main(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.Any:
+    """AudioCraft's Dora main (from our entry package), pointed at ``workspace``'s experiments.
+
+    AudioCraft reads ``AUDIOCRAFT_DORA_DIR`` once, at import; this keeps an in-process caller
+    (generation, checks, notebooks) on the workspace it names even when that changes.
+    """
+    audiocraft_env.activate(workspace)
+    from musicpipe.dora_entry.train import main  # imports AudioCraft: only when needed
+
+    main.dora.dir = audiocraft_env.hydra_safe_dora_dir(workspace)
+    return main

@@ -14,9 +14,10 @@ import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env
+from musicpipe import audiocraft_env, dora, manifests
 from musicpipe.export import ExportError
 from musicpipe.xp import CODEC_FILE, LM_FILE, XP
+from musicpipe.audio import stream_mono
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def _device(device: tp.Optional[str]) -> str:
 
 def load_solver(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None, device: tp.Optional[str] = None):
     """The AudioCraft solver of XP ``sig`` with its best weights restored (codec or LM)."""
-    main = audiocraft_env.dora_main(workspace)
+    main = dora.dora_main(workspace)
     from audiocraft.train import get_solver_from_xp
 
     override = {"device": _device(device), "dataset": {"num_workers": 0}}
@@ -145,8 +146,6 @@ def generate_to_folder(out_dir: tp.Union[str, Path], *, sig: tp.Optional[str] = 
     """Generate from an XP signature or an export folder into ``out_dir``: WAVs + ``settings.json``."""
     import json
 
-    from musicpipe import manifests
-
     if (sig is None) == (export_dir is None):
         raise ValueError("give exactly one of an XP signature or an export folder")
     if export_dir is not None:
@@ -155,7 +154,6 @@ def generate_to_folder(out_dir: tp.Union[str, Path], *, sig: tp.Optional[str] = 
         model = load_musicgen(sig, workspace, device)
     prompt = prompt_sr = None
     if prompt_audio is not None:
-        from musicpipe.audio import stream_mono
         import numpy as np
 
         prompt = np.concatenate(list(stream_mono(prompt_audio, int(model.sample_rate), 10.0)))[None]

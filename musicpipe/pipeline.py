@@ -22,8 +22,14 @@ import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, notebooks, paths
+from musicpipe import combine as combine_mod
+from musicpipe import doctor, inspection, install, manifests, notebooks, paths, presets, training
+from musicpipe import report as report_mod
 from musicpipe.xp import XP
+from training_checks import codec_quality_check as cqc
+from training_checks import fixed_seed_sampler as fss
+from training_checks.preflight import run_preflight
+from training_checks.validate_conditioning import validate_conditioning
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +59,6 @@ def _outputs(outputs: tp.Optional[PathLike]) -> Path:
 
 def check_environment(workspace: tp.Optional[PathLike] = None, install_missing: bool = False) -> tp.Dict[str, tp.Any]:
     """The doctor's checks; with ``install_missing``, missing system tools are installed first (root + apt)."""
-    from musicpipe import doctor, install
-
     installed = []
     if install_missing:
         for command in install.SYSTEM_TOOLS:
@@ -151,15 +155,11 @@ def get_dataset(source: str, dataset: tp.Optional[str] = None, workspace: tp.Opt
 
 def inspect(dataset: str, workspace: tp.Optional[PathLike] = None) -> str:
     """The dataset's inspection as text (counts, durations, genre/artist balance)."""
-    from musicpipe import inspection
-
     return inspection.format_inspection(inspection.inspect_dataset(dataset, workspace))
 
 
 def combine(datasets: tp.Sequence[str], name: str, workspace: tp.Optional[PathLike] = None) -> tp.Dict[str, tp.Any]:
     """Combine prepared datasets into ``name`` (symlinks; re-running rewrites the same manifests)."""
-    from musicpipe import combine as combine_mod
-
     return combine_mod.combine_datasets(list(datasets), name, workspace)
 
 
@@ -182,8 +182,6 @@ def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[
               preset: str = "demo_cpu", codec: tp.Optional[str] = None, conditioning: str = "none",
               gpus: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
     """``training_checks.preflight`` as a dict (``ok``, ``failed``, ``text``); :func:`require` stops on FAIL."""
-    from training_checks.preflight import run_preflight
-
     report = run_preflight(dataset, solver=solver, codec=codec, preset=preset, workspace=workspace,
                            conditioner=conditioning, gpus=gpus)
     return _check_report(report, "results")
@@ -195,8 +193,6 @@ def train_codec(preset: str, dataset: str, workspace: tp.Optional[PathLike] = No
                 codec_check_every: tp.Optional[int] = None, codec_check_samples: tp.Optional[int] = None,
                 overrides: tp.Sequence[str] = ()) -> tp.Dict[str, tp.Any]:
     """Train (resume, or skip when finished) the codec; returns its XP, folder, checkpoint, epochs."""
-    from musicpipe import training
-
     run = training.train_codec(preset, dataset, workspace, epochs=epochs, batch_size=batch_size, gpus=gpus,
                                overrides=overrides, outputs=_outputs(outputs), codec_check_every=codec_check_every,
                                codec_check_samples=codec_check_samples)
@@ -211,8 +207,6 @@ def train_lm(preset: str, dataset: str, codec: str = "latest", workspace: tp.Opt
 
     Returns the XP, folder, checkpoint, epochs, conditioning, and the codec XP and dataset it trained on.
     """
-    from musicpipe import training
-
     run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, epochs=epochs,
                             batch_size=batch_size, gpus=gpus, overrides=overrides, outputs=_outputs(outputs))
     return {**_run_info(run), "conditioning": conditioning, "codec": run.xp.record.get("codec"),
@@ -222,8 +216,6 @@ def train_lm(preset: str, dataset: str, codec: str = "latest", workspace: tp.Opt
 def check_conditioning(dataset: str, conditioning: str = "none", workspace: tp.Optional[PathLike] = None, *,
                        num_samples: int = 100) -> tp.Dict[str, tp.Any]:
     """``training_checks.validate_conditioning`` as a dict (``ok``, ``failed``, ``text``, shares, tokens)."""
-    from training_checks.validate_conditioning import validate_conditioning
-
     report = validate_conditioning(dataset, num_samples=num_samples, conditioner=conditioning, workspace=workspace)
     return _check_report(report, "checks")
 
@@ -237,8 +229,6 @@ def fixed_seed_samples(xp: str, workspace: tp.Optional[PathLike] = None, *, outp
     ``rows`` (one per epoch, for a table) and ``latest_files`` (the last epoch's WAVs, to listen to).
     ``prompt_seconds`` (of real audio the continuation starts from): default 2 s, at most half of ``duration``.
     """
-    from training_checks import fixed_seed_sampler as fss
-
     prompt = prompt_seconds if prompt_seconds is not None else min(2.0, duration / 2)
     summary = fss.run_sampler(xp, workspace=workspace, outputs=_outputs(outputs), duration=duration, seed=seed,
                               prompt_seconds=prompt)
@@ -254,8 +244,6 @@ def fixed_seed_samples(xp: str, workspace: tp.Optional[PathLike] = None, *, outp
 def codec_quality(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None,
                   num_samples: int = 5, seed: int = 0) -> tp.Dict[str, tp.Any]:
     """The codec quality check of XP ``xp``; reused when it already ran on this checkpoint with these settings."""
-    from training_checks import codec_quality_check as cqc
-
     out = _outputs(outputs) / "codec_quality_check" / xp
     ckpt = XP.resolve(xp, workspace).checkpoint
     stamp = {"checkpoint_mtime_ns": ckpt.stat().st_mtime_ns if ckpt.exists() else None,
@@ -287,8 +275,6 @@ def codec_pairs(check: tp.Mapping[str, tp.Any]) -> tp.Tuple[tp.List[str], tp.Lis
 def report(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None
            ) -> tp.Dict[str, tp.Any]:
     """Plots, health findings and the HTML page of a run: ``page``, ``health``, ``findings``, ``plots``."""
-    from musicpipe import report as report_mod
-
     folder = report_mod.write_report(xp, workspace, _outputs(outputs))
     data = json.loads((folder / "summary.json").read_text())
     findings = [{k: f.get(k) for k in ("level", "code", "message")} for f in data.get("findings", [])]
@@ -354,8 +340,6 @@ def chain_inputs(notebook: str, outputs: tp.Optional[PathLike] = None, *, preset
     ...              needs_codec=True)
     {'dataset': 'd', 'dataset_from': 'parameter', 'codec': '0a1b2c3d', 'codec_from': 'parameter'}
     """
-    from musicpipe import presets
-
     out: tp.Dict[str, tp.Any] = {}
     if dataset not in (None, ""):
         out.update(dataset=dataset, dataset_from="parameter")

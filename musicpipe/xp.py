@@ -41,7 +41,7 @@ import re
 import typing as tp
 from pathlib import Path
 
-from musicpipe import paths
+from musicpipe import manifests, paths, presets
 
 logger = logging.getLogger(__name__)
 
@@ -388,8 +388,6 @@ class XP:
 
     def codec_info(self) -> tp.Any:
         """``presets.CodecInfo`` (n_q, codebook size, sample rate, channels) of a codec XP with a checkpoint."""
-        from musicpipe import presets
-
         if self.kind != "codec":
             raise XPError(f"XP {self.name} is a {self.solver!r} run, not a compression (codec) run")
         self.require_checkpoint()
@@ -407,8 +405,6 @@ class XP:
 
     def write_record(self, **info: tp.Any) -> Path:
         """Write ``musicpipe.json`` (signature first, then ``info``) atomically."""
-        from musicpipe import manifests
-
         path = manifests.atomic_write_text(self.folder / RECORD,
                                            json.dumps({"sig": self.sig, **info}, indent=1) + "\n")
         self.__dict__.pop("record", None)

@@ -76,7 +76,8 @@ import os
 import random
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import audio, audiocraft_env, config, manifests, paths, presets, training
+from musicpipe import split as split_mod
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +273,6 @@ def _compose(overrides: tp.Sequence[str], ws: Path) -> tp.Any:
     Composing activates the AudioCraft environment (MUSICPIPE_WORKSPACE, AUDIOCRAFT_DORA_DIR, HF_HUB_OFFLINE...)
     in ``os.environ``; a check must not change what the caller's later commands see, so those are restored.
     """
-    from musicpipe import audiocraft_env, config
-
     keys = list(audiocraft_env.environment(ws, base={}))
     saved = {k: os.environ.get(k) for k in keys}
     try:
@@ -353,8 +352,6 @@ def check_config(cfg: tp.Optional[_Config], error: tp.Optional[BaseException], d
 
 def check_manifest(egs: Path, split: str, dataset: str) -> tp.Tuple[CheckResult, tp.List[tp.Any]]:
     """``egs/<split>/data.jsonl`` exists, is valid and lists audio (:func:`manifests.read_nonempty_manifest`)."""
-    from musicpipe import manifests
-
     name = f"manifest {split}"
     try:
         records = manifests.read_nonempty_manifest(egs)
@@ -374,8 +371,6 @@ def check_files(records: tp.Mapping[str, tp.Sequence[tp.Any]], sample: tp.Option
     A file fails when it is missing, does not decode, or decodes to a duration more than max(0.1 s, 5 %) away
     from what its manifest line says (a truncated or replaced file).
     """
-    from musicpipe import audio
-
     problems: tp.List[str] = []
     probes: tp.Dict[str, tp.Dict[str, tp.Any]] = {}
     checked = {split: 0 for split in records}
@@ -516,8 +511,6 @@ def check_split_leak(records: tp.Mapping[str, tp.Sequence[tp.Any]], dataset: str
     """
     from tqdm import tqdm
 
-    from musicpipe import split as split_mod
-
     docs: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = {}
     n = sum(len(recs) for recs in records.values())
     with tqdm(total=n, desc="sidecars", unit="file", disable=n < 5000) as bar:
@@ -574,8 +567,6 @@ def check_split_leak(records: tp.Mapping[str, tp.Sequence[tp.Any]], dataset: str
 
 def check_disk_space(ws: Path, min_free_gb: float) -> CheckResult:
     """:func:`musicpipe.training.check_disk` as a result."""
-    from musicpipe import training
-
     try:
         free = training.check_disk(ws, min_free_gb)
     except training.TrainingInputError as exc:
@@ -671,8 +662,6 @@ def check_env_dora_dir(env: tp.Mapping[str, str], ws: Path) -> CheckResult:
 
 def check_text_conditioning(env: tp.Mapping[str, str], t5_name: str = "t5-base", timeout: float = 5.0) -> CheckResult:
     """T5 for ``--conditioner text``: :func:`musicpipe.training.check_t5` (local cache, else the hub)."""
-    from musicpipe import training
-
     name = "T5 (text conditioning)"
     try:
         source = training.check_t5(t5_name, timeout=timeout)
@@ -690,8 +679,6 @@ def check_text_conditioning(env: tp.Mapping[str, str], t5_name: str = "t5-base",
 
 def resolve_codec(codec: tp.Optional[str], dataset: str, ws: Path) -> tp.Tuple[tp.Optional[tp.Any], CheckResult]:
     """``(CodecInfo, result)`` for ``codec`` (:func:`musicpipe.training.resolve_codec`; None: ``latest``)."""
-    from musicpipe import training
-
     given = str(codec) if codec not in (None, "", "latest") else None
     try:
         info = training.resolve_codec(given or "latest", dataset, ws)
@@ -760,8 +747,6 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
         ...
         training_checks.preflight.PreflightError: unknown solver 'lm': expected compression or musicgen
     """
-    from musicpipe import presets, training
-
     if solver not in SOLVERS:
         raise PreflightError(f"unknown solver {solver!r}: expected {' or '.join(SOLVERS)}")
     if conditioner not in CONDITIONERS:
@@ -922,8 +907,6 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         return 2
     print(report.format())
     if args.json:
-        from musicpipe import manifests
-
         manifests.atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=1, ensure_ascii=False,
                                                                 default=str) + "\n")
     print(report.summary_line())

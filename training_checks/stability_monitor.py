@@ -79,7 +79,7 @@ import math
 import os
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import manifests, paths
 from musicpipe.xp import XP, XPError
 
 logger = logging.getLogger(__name__)
@@ -621,8 +621,6 @@ def latest_per_epoch(records: tp.Iterable[tp.Mapping[str, tp.Any]]) -> tp.List[t
 
 def append_record(folder: PathLike, record: tp.Mapping[str, tp.Any]) -> Path:
     """Append one JSON line to ``<folder>/stability.jsonl`` (the file is rewritten atomically)."""
-    from musicpipe import manifests
-
     path = log_path(folder)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if old and not old.endswith("\n"):

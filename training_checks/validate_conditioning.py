@@ -54,7 +54,7 @@ import json
 import logging
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import manifests, paths
 from training_checks.preflight import FAIL, PASS, WARN, CheckResult, select, worst_status
 
 logger = logging.getLogger(__name__)
@@ -327,8 +327,6 @@ def validate_conditioning(dataset: str, num_samples: int = 100, conditioner: str
     Raises:
         ConditioningError: the train manifest is missing, invalid or empty, or an argument is out of range.
     """
-    from musicpipe import manifests
-
     if conditioner not in CONDITIONERS:
         raise ConditioningError(f"unknown conditioner {conditioner!r}: expected one of {', '.join(CONDITIONERS)}")
     if num_samples < 1:
@@ -436,8 +434,6 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         return 1
     print(report.format())
     if args.json:
-        from musicpipe import manifests
-
         manifests.atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
     print(report.summary_line())
     return 0 if report.ok else 1

@@ -15,6 +15,9 @@ import os
 import typing as tp
 from pathlib import Path
 
+from musicpipe import manifests, paths
+from musicpipe.codec_metrics import check_codec
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_EVERY = 10
@@ -39,17 +42,12 @@ def codec_check_due(epoch: int, every: int) -> bool:
 
 
 def _valid_segments(solver: tp.Any) -> tp.List[str]:
-    from musicpipe import manifests
-
     return [r.path for r in manifests.read_manifest(Path(str(solver.cfg.datasource.valid)))]
 
 
 def _run_check(solver: tp.Any, epoch: int, samples: int) -> None:
     import flashy
     from dora import get_xp
-
-    from musicpipe import paths
-    from musicpipe.codec_metrics import check_codec
 
     if not flashy.distrib.is_rank_zero():
         return
