@@ -20,13 +20,12 @@ From the shell (what ``make demo`` runs)::
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import typing as tp
 from pathlib import Path
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +151,5 @@ def run_chain(chain: str, params_file: tp.Optional[tp.Union[str, Path]] = None, 
               "seconds": round(time.monotonic() - start, 1), "workspace": params["workspace"],
               "outputs": str(out_root)}
     (out_root / "notebooks").mkdir(parents=True, exist_ok=True)
-    from musicpipe.manifests import atomic_write_text
-
-    atomic_write_text(out_root / "notebooks" / f"chain_{chain}.json", json.dumps(result, indent=1, default=str) + "\n")
+    atomic.write_json(out_root / "notebooks" / f"chain_{chain}.json", result, indent=1, default=str)
     return result

@@ -22,7 +22,7 @@ import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def codec_quality(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: 
         except ValueError:
             pass
     summary = cqc.run_check(xp, workspace=workspace, num_samples=num_samples, output=out, seed=seed)
-    manifests.atomic_write_text(stamp_file, json.dumps(stamp) + "\n")
+    atomic.write_json(stamp_file, stamp)
     return {**summary, "skipped": False, "folder": str(out)}
 
 
@@ -322,7 +322,7 @@ def write_summary(notebook: str, data: tp.Mapping[str, tp.Any], outputs: tp.Opti
     """The notebook's last cell: what it produced and where, as JSON (written atomically)."""
     path = summary_path(notebook, outputs)
     payload = {"notebook": notebook, **data}
-    manifests.atomic_write_text(path, json.dumps(payload, indent=1, default=str, sort_keys=True) + "\n")
+    atomic.write_json(path, payload, indent=1, default=str, sort_keys=True)
     logger.info("%s: summary in %s", notebook, path)
     return path
 

@@ -29,14 +29,12 @@ import html
 import json
 import logging
 import math
-import os
 import re
 import statistics
-import tempfile
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +54,7 @@ CODEC_LOSSES = ("g_loss", "d_loss", "l1", "msspec", "adv", "feat", "penalty")
 OVERFIT_EPOCHS = 2        # valid rising this many epochs in a row (3 points) while train falls: overfitting?
 GRAD_SPIKE_FACTOR = 10.0  # grad_norm this many times the median of the earlier epochs: a spike
 PPL_UNIFORM_SHARE = 0.9   # valid perplexity above this share of the codebook size: no better than uniform
-REPORT_FILE_MODE = 0o644  # mkstemp makes 0600 files: a report is meant to be read by others
+REPORT_FILE_MODE = 0o644  # a report is meant to be read by others, whatever the umask
 RECORD = "musicpipe.json"  # what musicpipe.training leaves in each XP folder (preset, dataset, ...)
 _SIG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
@@ -615,17 +613,10 @@ def _style_axis(ax: tp.Any, n_epochs: int, values: tp.Sequence[float], log_scale
         ax.set_yscale("log")
 
 
-def _save_png(fig: tp.Any, path: Path) -> Path:
-    """Save under a temporary name beside ``path``, then rename (no half-written PNG is ever visible)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
-        os.chmod(tmp, REPORT_FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_png(fig: tp.Any, path: Path) -> Path:
+    """Save ``fig`` as a PNG (100 dpi, no software stamp, mode 0644) atomically: no half-written PNG is visible."""
+    with atomic.atomic_open(path, "wb", permissions=REPORT_FILE_MODE) as f:
+        fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
     return path
 
 
@@ -665,7 +656,7 @@ def render_plot(spec: PlotSpec, history: tp.Sequence[tp.Any], out_dir: Path, sig
         ax.legend(fontsize="small")
         record["panels"].append({"title": panel.title, "ylabel": panel.ylabel, "series": plotted})
     fig.suptitle(f"XP {sig}: {spec.title}")
-    _save_png(fig, out_dir / spec.file)
+    save_png(fig, out_dir / spec.file)
     return record
 
 
@@ -686,7 +677,7 @@ def render_updates(log: LogSummary, metric: str, out_dir: Path, sig: str,
     ax.set_title(f"train {metric} per logged update, from {Path(log.path).name}")
     ax.legend(fontsize="small")
     fig.suptitle(f"XP {sig}: training progress within epochs")
-    _save_png(fig, out_dir / file)
+    save_png(fig, out_dir / file)
     return {"file": file, "title": f"train {metric} per logged update", "panels": [
         {"title": f"train {metric}", "ylabel": metric, "series": [
             {"label": "train", "stage": "train", "metric": metric, "transform": None, "x": xs,
@@ -918,11 +909,9 @@ def write_report(sig: str, workspace: tp.Optional[PathLike] = None, outputs: Pat
                                          "errors": len(log.errors), "warnings": log.warnings},
         "plots": plots, "files": files, "sources": sources,
     }
-    page = manifests.atomic_write_text(out_dir / "index.html", render_html(summary, last))
-    text = json.dumps(_json_safe(summary), indent=1, ensure_ascii=False, allow_nan=False, default=str) + "\n"
-    data = manifests.atomic_write_text(out_dir / "summary.json", text)
-    for path in (page, data):
-        os.chmod(path, REPORT_FILE_MODE)
+    atomic.write_text(out_dir / "index.html", render_html(summary, last), permissions=REPORT_FILE_MODE)
+    atomic.write_json(out_dir / "summary.json", _json_safe(summary), permissions=REPORT_FILE_MODE, indent=1,
+                      ensure_ascii=False, allow_nan=False, default=str)
     for name in previous:  # plots an earlier report wrote that this one did not (never other files)
         if isinstance(name, str) and name not in files and "/" not in name and name.endswith(".png"):
             (out_dir / name).unlink(missing_ok=True)

@@ -19,7 +19,7 @@ import urllib.request
 import typing as tp
 from pathlib import Path
 
-from musicpipe import dora, manifests, paths, presets
+from musicpipe import atomic, dora, manifests, paths, presets
 
 MIN_FREE_GB = 1.0
 RECORD = "musicpipe.json"  # written into each XP folder: what musicpipe launched there
@@ -99,7 +99,7 @@ def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]],
 
 
 def _record(run: dora.DoraRun, **info: tp.Any) -> None:
-    manifests.atomic_write_text(run.folder / RECORD, json.dumps({"sig": run.sig, **info}, indent=1) + "\n")
+    atomic.write_json(run.folder / RECORD, {"sig": run.sig, **info}, indent=1)
 
 
 def _finish(run: dora.DoraRun, workspace: tp.Optional[tp.Union[str, Path]], outputs: tp.Optional[Path],

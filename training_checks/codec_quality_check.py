@@ -50,7 +50,7 @@ import random
 import re
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -276,13 +276,8 @@ def _write_wav(path: Path, wav: tp.Any, sample_rate: int) -> None:
     import soundfile as sf
 
     audio = np.clip(wav.detach().cpu().numpy().T.astype(np.float32), -1.0, 1.0)
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    try:
-        sf.write(tmp, audio, int(sample_rate), subtype="PCM_16")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic.atomic_path(path) as tmp:
+        sf.write(tmp, audio, int(sample_rate), format="WAV", subtype="PCM_16")
 
 
 def _model_device(model: tp.Any) -> tp.Any:
@@ -323,8 +318,6 @@ def check_codec(model: tp.Any, segments: tp.Sequence[PathLike], out_dir: PathLik
         ['audiocraft_sisnr_loss', 'l1', 'mel_distance', 'mse', 'si_snr_db']
     """
     import torch
-
-    from musicpipe import manifests
 
     model_sr = getattr(model, "sample_rate", None)
     if sample_rate is None:
@@ -394,7 +387,7 @@ def check_codec(model: tp.Any, segments: tp.Sequence[PathLike], out_dir: PathLik
                      "sample_rate": sample_rate, "num_candidates": len(segments), "out_dir": str(out),
                      "device": str(device)},
     }
-    manifests.atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(out / "summary.json", summary, indent=1, ensure_ascii=False)
     return summary
 
 

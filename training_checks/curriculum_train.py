@@ -76,7 +76,7 @@ import shlex
 import subprocess
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -705,7 +705,7 @@ def run_stage(setup: Setup, stage: Stage, continue_from: tp.Optional[str] = None
     value such as ``//sig/<sig>``) starts the XP from that checkpoint, with ``MUSICPIPE_CARRY_STATE=1`` so
     the optimizer and EMA carry over too.
     """
-    from musicpipe import dora, manifests, training
+    from musicpipe import dora, training
 
     fit = check_fit(setup, stage)
     logger.info("stage %s (%s) on %s: %s", stage.name, stage.describe(), setup.dataset, fit.message)
@@ -729,7 +729,7 @@ def run_stage(setup: Setup, stage: Stage, continue_from: tp.Optional[str] = None
                                                    setup.conditioning, continue_from),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    manifests.atomic_write_text(run.folder / RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(run.folder / RECORD, record, indent=1, ensure_ascii=False)
     return StageResult(stage=stage, sig=run.sig, folder=run.folder, record=record)
 
 

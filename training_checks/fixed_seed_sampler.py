@@ -60,7 +60,7 @@ import re
 import typing as tp
 import urllib.parse
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -426,8 +426,6 @@ def sampled_epochs(samples_dir: PathLike) -> tp.Dict[int, tp.Dict[str, tp.Any]]:
 
 def write_index(samples_dir: PathLike, sig: tp.Optional[str] = None) -> Path:
     """Write ``<samples_dir>/index.html`` from the complete folders found there (unless unchanged); return its path."""
-    from musicpipe import manifests
-
     samples = Path(samples_dir)
     epochs = sampled_epochs(samples)
     oracle = _read_settings(samples / ORACLE)
@@ -442,7 +440,7 @@ def write_index(samples_dir: PathLike, sig: tp.Optional[str] = None) -> Path:
             return target  # unchanged: leave it (and its mtime) alone
     except (OSError, UnicodeDecodeError):
         pass
-    return manifests.atomic_write_text(target, page)
+    return atomic.write_text(target, page)
 
 
 # ------------------------------------------------------------------------------------------------- audio out
@@ -494,7 +492,7 @@ def write_spectrogram(audio: tp.Any, sample_rate: int, path: Path, title: str) -
     cbar = fig.colorbar(image, ax=ax)
     cbar.ax.tick_params(labelsize=6)
     cbar.set_label("dBFS", fontsize=7)
-    return report._save_png(fig, path)
+    return report.save_png(fig, path)
 
 
 def _normalised(wav: tp.Any) -> tp.Any:
@@ -710,8 +708,6 @@ def _generate(model: tp.Any, xp: XPInfo, prompt: Prompt, duration: float, prompt
 
 def _sample_epoch(model: tp.Any, xp: XPInfo, epoch: int, checkpoint: Path, out: Path, settings: tp.Dict[str, tp.Any],
                   prompts: tp.Sequence[Prompt], prompt_wav: tp.Any, weights: str) -> tp.Dict[str, tp.Any]:
-    from musicpipe import manifests
-
     used, state = epoch_weights(checkpoint, weights)
     model.lm.load_state_dict(state)
     model.lm.eval()
@@ -728,14 +724,13 @@ def _sample_epoch(model: tp.Any, xp: XPInfo, epoch: int, checkpoint: Path, out: 
                      "generation_params": {k: v for k, v in model.generation_params.items()
                                            if isinstance(v, (int, float, bool, str, type(None)))},
                      "valid": _history_valid(xp, epoch)}}
-    manifests.atomic_write_text(out / SETTINGS, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(out / SETTINGS, data, indent=1, ensure_ascii=False)
     return data
 
 
 def _write_oracle(model: tp.Any, xp: XPInfo, out: Path, settings: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     import torch
 
-    from musicpipe import manifests
     from training_checks import codec_quality_check as cqc
 
     out.mkdir(parents=True, exist_ok=True)
@@ -748,7 +743,7 @@ def _write_oracle(model: tp.Any, xp: XPInfo, out: Path, settings: tp.Dict[str, t
     files = {"continuation": write_sample(decoded, xp.sample_rate, out, "continuation", "oracle: codec reconstruction"),
              "reference": write_sample(real, xp.sample_rate, out, "reference", "real audio")}
     data = {"settings": settings, "files": files, "info": {"codes_shape": list(codes.shape)}}
-    manifests.atomic_write_text(out / SETTINGS, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(out / SETTINGS, data, indent=1, ensure_ascii=False)
     logger.info("oracle: codec reconstruction of %s -> %s", settings["prompt_audio"], out)
     return data
 

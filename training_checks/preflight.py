@@ -76,7 +76,7 @@ import os
 import random
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -932,10 +932,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         return 2
     print(report.format())
     if args.json:
-        from musicpipe import manifests
-
-        manifests.atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=1, ensure_ascii=False,
-                                                                default=str) + "\n")
+        atomic.write_json(Path(args.json), report.to_dict(), indent=1, ensure_ascii=False, default=str)
     print(report.summary_line())
     return 0 if report.ok else 1
 

@@ -79,7 +79,7 @@ import math
 import os
 import typing as tp
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -620,14 +620,12 @@ def latest_per_epoch(records: tp.Iterable[tp.Mapping[str, tp.Any]]) -> tp.List[t
 
 def append_record(folder: PathLike, record: tp.Mapping[str, tp.Any]) -> Path:
     """Append one JSON line to ``<folder>/stability.jsonl`` (the file is rewritten atomically)."""
-    from musicpipe import manifests
-
     path = log_path(folder)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"
     line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, default=_json_default)
-    return manifests.atomic_write_text(path, old + line + "\n")
+    return atomic.write_text(path, old + line + "\n")
 
 
 def _json_default(value: tp.Any) -> tp.Any:
