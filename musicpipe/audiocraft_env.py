@@ -26,7 +26,7 @@ import tempfile
 import typing as tp
 from pathlib import Path
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,7 @@ def hydra_safe_dora_dir(workspace: tp.Optional[tp.Union[str, Path]] = None, crea
         if link.is_symlink() and Path(os.readlink(link)) != real:
             link.unlink()
         if not link.is_symlink():
-            tmp = link.with_name(f".{digest}.{os.getpid()}")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(real, target_is_directory=True)
-            os.replace(tmp, link)
+            atomic.symlink(link, real, target_is_directory=True)
     return link
 
 

@@ -26,7 +26,7 @@ import re
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests
+from musicpipe import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -251,13 +251,8 @@ def write_wav(path: Path, wav: tp.Any, sample_rate: int) -> None:
     import soundfile as sf
 
     audio = np.clip(wav.detach().cpu().numpy().T.astype(np.float32), -1.0, 1.0)
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    try:
-        sf.write(tmp, audio, int(sample_rate), subtype="PCM_16")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic.atomic_path(path) as tmp:
+        sf.write(tmp, audio, int(sample_rate), format="WAV", subtype="PCM_16")
 
 
 def _model_device(model: tp.Any) -> tp.Any:
@@ -367,5 +362,5 @@ def check_codec(model: tp.Any, segments: tp.Sequence[PathLike], out_dir: PathLik
                      "sample_rate": sample_rate, "num_candidates": len(segments), "out_dir": str(out),
                      "device": str(device)},
     }
-    manifests.atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_text(out / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary

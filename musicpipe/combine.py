@@ -18,7 +18,7 @@ import os
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, manifests, paths
 from musicpipe.split import check_no_leak
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,7 @@ def _link(link: Path, target: Path) -> None:
         return
     if link.exists() and not link.is_symlink():
         raise CombineError(f"{link} exists and is not a symlink: refusing to replace it")
-    tmp = link.with_name(f".{link.name}.tmp-link")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target, target_is_directory=True)
-    os.replace(tmp, link)
+    atomic.symlink(link, target, target_is_directory=True)
 
 
 def _sidecar(path: str) -> tp.Dict[str, tp.Any]:
@@ -105,7 +102,7 @@ def combine_datasets(names: tp.Sequence[str], new_name: str, workspace: tp.Optio
     config = manifests.write_dset_config(new_name, workspace, sample_rate=rates.pop() if rates else 32000)
     result = {"name": new_name, "train": len(records["train"]), "valid": len(records["valid"]),
               "sources": per_source, "dset_config": str(config)}
-    manifests.atomic_write_text(root / "combine_report.json", json.dumps(result, indent=1) + "\n")
+    atomic.write_json(root / "combine_report.json", result, indent=1)
     logger.info("combined %s into %s: %d train / %d valid segments", ", ".join(names), new_name,
                 result["train"], result["valid"])
     return result

@@ -14,12 +14,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, notebooks, paths
+from musicpipe import atomic, notebooks, paths
 
 logger = logging.getLogger(__name__)
 
@@ -41,5 +40,5 @@ def run_demo(workspace: tp.Optional[tp.Union[str, Path]] = None, outputs: tp.Opt
                "codec_si_snr_db": codec["quality"]["mean"]["si_snr_db"], "conditioning": lm["lm"]["conditioning"],
                "samples_index": lm["samples"]["index"], "pages": chain["pages"],
                "executed_notebooks": [str(notebooks.output_path(n, out)) for n in chain["notebooks"]]}
-    manifests.atomic_write_text(out / "reports" / "demo_summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic.write_json(out / "reports" / "demo_summary.json", summary, indent=2)
     return summary

@@ -38,7 +38,6 @@ import itertools
 import logging
 import os
 import re
-import secrets
 import stat
 import tarfile
 import time
@@ -49,7 +48,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from musicpipe import __version__
+from musicpipe import __version__, atomic
 
 logger = logging.getLogger(__name__)
 
@@ -730,7 +729,7 @@ class RemoteZip:
                 return dest
         before = self.bytes_downloaded
         digest = hashlib.sha1()
-        with self._member(info), _atomic_output(dest) as out, self._zip.open(info) as src:
+        with self._member(info), atomic.atomic_open(dest, "wb") as out, self._zip.open(info) as src:
             while chunk := src.read(chunk_size):
                 digest.update(chunk)
                 out.write(chunk)
@@ -754,21 +753,6 @@ class RemoteZip:
 
 
 # -- safe extraction -----------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _atomic_output(target: Path) -> tp.Iterator[tp.BinaryIO]:
-    """A binary file beside ``target`` renamed over it when the block succeeds, deleted when it raises."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp's 0o600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 def _inside(root: Path, path: tp.Union[str, Path]) -> bool:
     return os.path.commonpath([str(root), str(path)]) == str(root)
@@ -855,11 +839,9 @@ def safe_extract_zip(zip_path: PathLike, dest: PathLike,
             target.parent.mkdir(parents=True, exist_ok=True)
             if link is not None:
                 _check_link(root, rel, link, zip_path, info.filename)  # again, now that earlier links exist
-                tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-                os.symlink(link, tmp)
-                os.replace(tmp, target)
+                atomic.symlink(target, link)  # the member `target` becomes a link to `link`
             else:
-                with _atomic_output(target) as out, zf.open(info) as src:
+                with atomic.atomic_open(target, "wb") as out, zf.open(info) as src:
                     while chunk := src.read(1 << 20):
                         out.write(chunk)
             written.append(dest / rel)

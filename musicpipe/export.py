@@ -14,14 +14,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, manifests, paths
+from musicpipe import atomic, audiocraft_env, paths
 from musicpipe.xp import CODEC_FILE, LM_FILE, XP, XPError
 
 logger = logging.getLogger(__name__)
@@ -56,10 +54,8 @@ def _export_package(checkpoint: Path, kind: str) -> tp.Dict[str, tp.Any]:
 def _save_atomic(obj: tp.Any, target: Path) -> Path:
     import torch
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, target)
+    with atomic.atomic_path(target) as tmp:
+        torch.save(obj, tmp)
     return target
 
 
@@ -92,7 +88,7 @@ def export_model(lm_sig: str, out_dir: tp.Union[str, Path], workspace: tp.Option
             "channels": cfg.get("channels"), "conditioners": lm.conditioners,
             "segment_duration": cfg.get("dataset", {}).get("segment_duration"),
             "dataset": lm.dataset, "conditioning": lm.record.get("conditioning")}
-    manifests.atomic_write_text(out / "musicpipe.json", json.dumps(info, indent=1) + "\n")
+    atomic.write_json(out / "musicpipe.json", info, indent=1)
     logger.info("exported LM %s with codec %s to %s", lm_sig, codec_sig, out)
     return out
 
@@ -113,19 +109,13 @@ def publish_checkpoints(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = 
         raise ExportError(f"{final} is missing: the XP has not saved a checkpoint yet")
     dest = outputs / CHECKPOINTS_DIR_NAME / sig
     dest.mkdir(parents=True, exist_ok=True)
-    link = dest / "checkpoint.th"
-    tmp = dest / ".checkpoint.th.tmp-link"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(final.resolve())
-    os.replace(tmp, link)
+    atomic.symlink(dest / "checkpoint.th", final.resolve())
     best = dest / "best_state.th"
     if not best.exists() or best.stat().st_mtime < final.resolve().stat().st_mtime:  # else: already up to date
         _save_atomic(_export_package(final, kind), best)
     for src, name in ((xp / ".hydra" / "config.yaml", "config.yaml"), (xp / ".argv.json", "argv.json")):
         if src.exists():
-            tmp_copy = dest / f".{name}.tmp"
-            shutil.copyfile(src, tmp_copy)
-            os.replace(tmp_copy, dest / name)
-    manifests.atomic_write_text(dest / "xp.json", json.dumps({"sig": sig, "solver": kind, "xp_folder": str(xp)},
-                                                             indent=1) + "\n")
+            with atomic.atomic_path(dest / name) as tmp:
+                shutil.copyfile(src, tmp)
+    atomic.write_json(dest / "xp.json", {"sig": sig, "solver": kind, "xp_folder": str(xp)}, indent=1)
     return dest

@@ -14,10 +14,10 @@ import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, dora, manifests
+from musicpipe import atomic, audiocraft_env, dora
+from musicpipe.audio import stream_mono
 from musicpipe.export import ExportError
 from musicpipe.xp import CODEC_FILE, LM_FILE, XP
-from musicpipe.audio import stream_mono
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +129,8 @@ def write_samples(wav: tp.Any, sample_rate: int, out_dir: Path, labels: tp.Seque
         peak = float(np.abs(audio).max()) or 1.0
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(label))[:40] or "sample"
         target = out_dir / f"sample_{k}_{safe}.wav"
-        tmp = target.with_name(f".{target.name}.tmp.wav")
-        sf.write(tmp, 0.9 * audio / peak, sample_rate, subtype="PCM_16")
-        tmp.replace(target)
+        with atomic.atomic_path(target) as tmp:
+            sf.write(tmp, 0.9 * audio / peak, sample_rate, format="WAV", subtype="PCM_16")
         written.append(target)
     return written
 
@@ -144,8 +143,6 @@ def generate_to_folder(out_dir: tp.Union[str, Path], *, sig: tp.Optional[str] = 
                        prompt_audio: tp.Optional[tp.Union[str, Path]] = None,
                        device: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
     """Generate from an XP signature or an export folder into ``out_dir``: WAVs + ``settings.json``."""
-    import json
-
     if (sig is None) == (export_dir is None):
         raise ValueError("give exactly one of an XP signature or an export folder")
     if export_dir is not None:
@@ -169,5 +166,5 @@ def generate_to_folder(out_dir: tp.Union[str, Path], *, sig: tp.Optional[str] = 
                 "descriptions": list(descriptions) if descriptions else None, "seed": seed,
                 "prompt_audio": str(prompt_audio) if prompt_audio else None, "sample_rate": int(model.sample_rate),
                 "files": [f.name for f in files]}
-    manifests.atomic_write_text(out / "settings.json", json.dumps(settings, indent=1) + "\n")
+    atomic.write_json(out / "settings.json", settings, indent=1)
     return settings

@@ -32,6 +32,7 @@ import tempfile
 import typing as tp
 from pathlib import Path
 
+from musicpipe import atomic
 from musicpipe.paths import REPO_ROOT, THIRD_PARTY_DIR
 
 TORCH_VERSION = "2.11.0"
@@ -310,9 +311,7 @@ def setup(force: bool = False, allow_apt: bool = True) -> TorchChoice:
          "-e", str(src)])
     if not _smoke_test(python):
         raise SetupError("the environment was installed but `import audiocraft.solvers` fails (see above)")
-    tmp = STAMP.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "torch": choice.tag}, indent=2))
-    tmp.replace(STAMP)
+    atomic.write_text(STAMP, json.dumps({"fingerprint": fingerprint, "torch": choice.tag}, indent=2))
     return choice
 
 

@@ -9,41 +9,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import os
-import tempfile
 import typing as tp
 from pathlib import Path
 
-from musicpipe import paths
+from musicpipe import atomic, paths
 
 # MusicInfo fields AudioCraft's MusicDataset requires as keys in every sidecar (keywords optional).
 SIDECAR_FIELDS = ("title", "artist", "key", "bpm", "genre", "moods", "keywords", "description", "name",
                   "instrument")
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: tp.Union[str, Path], text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +46,7 @@ class AudioRecord:
 def write_manifest(records: tp.Iterable[AudioRecord], egs_dir: tp.Union[str, Path]) -> Path:
     """Write ``<egs_dir>/data.jsonl`` sorted by path (a re-run gives identical bytes)."""
     lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in sorted(records, key=lambda r: r.path)]
-    return atomic_write_text(Path(egs_dir) / "data.jsonl", "".join(line + "\n" for line in lines))
+    return atomic.write_text(Path(egs_dir) / "data.jsonl", "".join(line + "\n" for line in lines))
 
 
 def read_manifest(egs_dir: tp.Union[str, Path]) -> tp.List[AudioRecord]:
@@ -133,8 +107,8 @@ def write_sidecar(audio_path: tp.Union[str, Path], info: tp.Mapping[str, tp.Any]
         if clash:
             raise ValueError(f"extra sidecar keys clash with MusicInfo/AudioCraft keys: {clash}")
         data.update(extra)
-    return atomic_write_text(Path(audio_path).with_suffix(".json"),
-                             json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True, default=str) + "\n")
+    return atomic.write_json(Path(audio_path).with_suffix(".json"), data, ensure_ascii=False, indent=1, sort_keys=True,
+                             default=str)
 
 
 def dset_config_text(name: str, workspace: tp.Union[str, Path], sample_rate: int = 32000, channels: int = 1) -> str:
@@ -159,4 +133,4 @@ def write_dset_config(name: str, workspace: tp.Union[str, Path], sample_rate: in
                       channels: int = 1) -> Path:
     """``<ws>/config/dset/audio/<name>.yaml`` (the SearchPathPlugin makes it ``dset=audio/<name>``)."""
     target = paths.workspace_config_dir(workspace) / "dset" / "audio" / f"{name}.yaml"
-    return atomic_write_text(target, dset_config_text(name, workspace, sample_rate, channels))
+    return atomic.write_text(target, dset_config_text(name, workspace, sample_rate, channels))

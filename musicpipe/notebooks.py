@@ -26,7 +26,7 @@ import time
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def write_summary(notebook: str, data: tp.Mapping[str, tp.Any], outputs: tp.Opti
     """
     path = summary_path(notebook, outputs)
     payload = {"notebook": notebook, **data, **({"produced": dict(produced)} if produced else {})}
-    manifests.atomic_write_text(path, json.dumps(payload, indent=1, default=str, sort_keys=True) + "\n")
+    atomic.write_json(path, payload, indent=1, default=str, sort_keys=True)
     logger.info("%s: summary in %s", notebook, path)
     return path
 
@@ -259,5 +259,5 @@ def run_chain(chain: str, params_file: tp.Optional[tp.Union[str, Path]] = None, 
               "seconds": round(time.monotonic() - start, 1), "workspace": params["workspace"],
               "outputs": str(out_root)}
     (out_root / "notebooks").mkdir(parents=True, exist_ok=True)
-    manifests.atomic_write_text(out_root / "notebooks" / f"chain_{chain}.json", json.dumps(result, indent=1, default=str) + "\n")
+    atomic.write_json(out_root / "notebooks" / f"chain_{chain}.json", result, indent=1, default=str)
     return result

@@ -23,7 +23,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import combine as combine_mod
-from musicpipe import doctor, inspection, install, manifests, notebooks, paths, presets, training
+from musicpipe import atomic, doctor, inspection, install, notebooks, paths, presets, training
 from musicpipe import report as report_mod
 from musicpipe.xp import XP
 from training_checks import codec_quality_check as cqc
@@ -258,7 +258,7 @@ def codec_quality(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: 
         except ValueError:
             pass
     summary = cqc.run_check(xp, workspace=workspace, num_samples=num_samples, output=out, seed=seed)
-    manifests.atomic_write_text(stamp_file, json.dumps(stamp) + "\n")
+    atomic.write_json(stamp_file, stamp)
     return {**summary, "skipped": False, "folder": str(out)}
 
 

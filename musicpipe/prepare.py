@@ -51,7 +51,7 @@ import unicodedata
 from collections import deque
 from pathlib import Path
 
-from musicpipe import audio, manifests, paths
+from musicpipe import atomic, audio, manifests, paths
 from musicpipe import split as split_mod
 
 logger = logging.getLogger(__name__)
@@ -266,13 +266,12 @@ def _write_segment(path: Path, x: tp.Any, sample_rate: int, audio_format: str) -
     import soundfile as sf
 
     fmt, subtype = AUDIO_FORMATS[audio_format]
-    tmp = path.with_name(f".{path.name}.tmp")
     # 16-bit PCM made here (the same rounding as libsndfile's) is 3x faster to write than floats
     pcm = np.clip(x, -1.0, 1.0)
     pcm *= 32767.0
     np.rint(pcm, out=pcm)
-    sf.write(tmp, pcm.astype(np.int16), sample_rate, format=fmt, subtype=subtype)
-    os.replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        sf.write(tmp, pcm.astype(np.int16), sample_rate, format=fmt, subtype=subtype)
     return path.stat().st_size
 
 
@@ -372,7 +371,7 @@ def _process_track(job: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     track_dir = Path(job["track_dir"])
     try:
         result = _convert(job)
-        manifests.atomic_write_text(track_dir / MARKER, json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+        atomic.write_json(track_dir / MARKER, result, ensure_ascii=False, indent=1)
     except Exception as e:  # one bad file never stops the run
         logger.debug("%s failed", track.path, exc_info=True)
         with contextlib.suppress(OSError):
@@ -483,7 +482,7 @@ def _refresh_sidecars(track_dir: Path, marker: tp.Dict[str, tp.Any], info: tp.Ma
     for j, seg in enumerate(marker.get("segments", [])):
         manifests.write_sidecar(track_dir / seg["file"], info, extra=dict(extra, segment=j, start=seg["start"]))
     marker = dict(marker, meta_fingerprint=meta_fp, file=extra.get("source", marker.get("file")))
-    manifests.atomic_write_text(track_dir / MARKER, json.dumps(marker, ensure_ascii=False, indent=1) + "\n")
+    atomic.write_json(track_dir / MARKER, marker, ensure_ascii=False, indent=1)
     return marker
 
 
@@ -607,7 +606,7 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
         run.update(wall_seconds=round(wall, 3), decoded_audio_seconds=round(decoded, 3),
                    audio_seconds_per_second=round(decoded / wall, 1) if wall > 0 else None, num_jobs=num_jobs)
         report["run"] = run
-        manifests.atomic_write_text(root / REPORT_NAME, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+        atomic.write_json(root / REPORT_NAME, report, ensure_ascii=False, indent=1)
     c = report["counts"]
     logger.info("prepare %s: %d inputs -> %d tracks, %d train / %d valid segments (%.2f / %.2f h), %d quarantined, "
                 "split=%s; %d converted now, %d unchanged; report %s", name, c["inputs"], c["converted_tracks"],

@@ -25,18 +25,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import logging
 import math
-import os
 import re
 import statistics
-import tempfile
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, pages, paths
 from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
@@ -584,7 +581,7 @@ def _values(history: tp.Sequence[tp.Any], s: Series) -> tp.List[tp.Tuple[int, fl
     return [(e, -v if s.negate else v) for e, v in series(history, s.stage, s.metric)]
 
 
-def _new_figure(n_panels: int, ncols: int, width: float = 5.0) -> tp.Tuple[tp.Any, tp.List[tp.Any]]:
+def new_figure(n_panels: int, ncols: int, width: float = 5.0) -> tp.Tuple[tp.Any, tp.List[tp.Any]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -612,17 +609,10 @@ def _style_axis(ax: tp.Any, n_epochs: int, values: tp.Sequence[float], log_scale
         ax.set_yscale("log")
 
 
-def _save_png(fig: tp.Any, path: Path) -> Path:
-    """Save under a temporary name beside ``path``, then rename (no half-written PNG is ever visible)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
-        os.chmod(tmp, REPORT_FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_png(fig: tp.Any, path: Path) -> Path:
+    """Save ``fig`` as a PNG (100 dpi, no software stamp, mode 0644) atomically: no half-written PNG is visible."""
+    with atomic.atomic_open(path, "wb", permissions=REPORT_FILE_MODE) as f:
+        fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
     return path
 
 
@@ -633,7 +623,7 @@ def render_plot(spec: PlotSpec, history: tp.Sequence[tp.Any], out_dir: Path, sig
     that run every N epochs), markers on every point (a single epoch stays visible) and a red dotted
     line at epochs with non-finite values (left out of the curve).
     """
-    fig, axes = _new_figure(len(spec.panels), spec.ncols)
+    fig, axes = new_figure(len(spec.panels), spec.ncols)
     n_epochs = len(history)
     record = {"file": spec.file, "title": spec.title, "panels": []}
     for ax, panel in zip(axes, spec.panels):
@@ -662,7 +652,7 @@ def render_plot(spec: PlotSpec, history: tp.Sequence[tp.Any], out_dir: Path, sig
         ax.legend(fontsize="small")
         record["panels"].append({"title": panel.title, "ylabel": panel.ylabel, "series": plotted})
     fig.suptitle(f"XP {sig}: {spec.title}")
-    _save_png(fig, out_dir / spec.file)
+    save_png(fig, out_dir / spec.file)
     return record
 
 
@@ -673,7 +663,7 @@ def render_updates(log: LogSummary, metric: str, out_dir: Path, sig: str,
               if u["stage"] == "train" and metric in u["metrics"]]
     if not points:
         return None
-    fig, (ax,) = _new_figure(1, 1, width=8.0)
+    fig, (ax,) = new_figure(1, 1, width=8.0)
     xs = [x for x, _ in points]
     ax.plot(xs, [y if math.isfinite(y) else math.nan for _, y in points], color="C0", marker=".",
             label="train (mean since the previous log line)")
@@ -683,7 +673,7 @@ def render_updates(log: LogSummary, metric: str, out_dir: Path, sig: str,
     ax.set_title(f"train {metric} per logged update, from {Path(log.path).name}")
     ax.legend(fontsize="small")
     fig.suptitle(f"XP {sig}: training progress within epochs")
-    _save_png(fig, out_dir / file)
+    save_png(fig, out_dir / file)
     return {"file": file, "title": f"train {metric} per logged update", "panels": [
         {"title": f"train {metric}", "ylabel": metric, "series": [
             {"label": "train", "stage": "train", "metric": metric, "transform": None, "x": xs,
@@ -692,33 +682,9 @@ def render_updates(log: LogSummary, metric: str, out_dir: Path, sig: str,
 
 # ---------------------------------------------------------------------------------------------- page
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:72rem;
-padding:0 1rem;color:#1f2328;line-height:1.45}
-h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
-table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #d0d7de;padding:.2rem .6rem;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f6f8fa}
-.lvl{display:inline-block;min-width:3.2rem;text-align:center;font-weight:600;color:#fff;border-radius:.25rem;
-padding:0 .3rem;margin-right:.5rem;font-size:.85rem}
-.lvl-ok{background:#1a7f37}.lvl-warn{background:#9a6700}.lvl-fail{background:#cf222e}
-ul.findings{list-style:none;padding-left:0}ul.findings li{margin:.3rem 0}
-img{max-width:100%;border:1px solid #d0d7de}figure{margin:1rem 0}figcaption{color:#59636e;font-size:.9rem}
-code{background:#f6f8fa;padding:0 .2rem}.muted{color:#59636e}
-"""
-
-
-def _e(value: tp.Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _badge(level: str) -> str:
-    return f'<span class="lvl lvl-{_e(level)}" style="background:{LEVEL_COLOURS[level]}">{_e(level.upper())}</span>'
-
-
-def _cell(value: tp.Optional[float]) -> str:
-    if value is None:
-        return '<td class="num muted">-</td>'
-    return f'<td class="num" title="{_e(repr(value))}">{_e(_fmt(value))}</td>'
+def _cell(value: tp.Optional[float]) -> tp.Optional[tp.Dict[str, str]]:
+    """A metric table cell: the shown text and the full value (its title); None for a missing value."""
+    return None if value is None else {"title": repr(value), "text": _fmt(value)}
 
 
 def last_metrics(history: tp.Sequence[tp.Mapping[str, tp.Mapping[str, float]]]) -> tp.Dict[str, tp.Dict[str, tp.Any]]:
@@ -733,10 +699,13 @@ def last_metrics(history: tp.Sequence[tp.Mapping[str, tp.Mapping[str, float]]]) 
     return out
 
 
-def _metric_table(last: tp.Mapping[str, tp.Mapping[str, tp.Any]], kind: str) -> str:
+def _metric_table(last: tp.Mapping[str, tp.Mapping[str, tp.Any]],
+                  kind: str) -> tp.Tuple[tp.List[tp.Dict[str, tp.Any]], tp.List[tp.Dict[str, tp.Any]]]:
+    """The last-metrics table: its stage columns (name, epoch) and its rows (label, code, cells); both empty
+    when no stage logged a metric."""
     stages = [s for s in STAGES if s in last and set(last[s]["metrics"]) - {"duration"}]
     if not stages:
-        return '<p class="muted">No metrics.</p>'
+        return [], []
     rows: tp.Dict[str, None] = {}
     for name in PRIMARY_METRICS.get(kind, ()):
         if any(name in last[s]["metrics"] for s in stages):
@@ -744,25 +713,32 @@ def _metric_table(last: tp.Mapping[str, tp.Mapping[str, tp.Any]], kind: str) -> 
     for s in stages:
         for name in last[s]["metrics"]:
             rows.setdefault(name)
-    head = "".join(f"<th>{_e(s)} (epoch {last[s]['epoch']})</th>" for s in stages)
-    lines = [f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>"]
+    lines = []
     for name in rows:
         label = "sisnr (AudioCraft loss: -SI-SNR, dB)" if name == "sisnr" and kind == "codec" else name
-        cells = "".join(_cell(last[s]["metrics"].get(name)) for s in stages)
-        lines.append(f"<tr><td><code>{_e(label)}</code></td>{cells}</tr>")
+        lines.append({"label": label, "code": True, "cells": [_cell(last[s]["metrics"].get(name)) for s in stages]})
         if name == "sisnr" and kind == "codec":
-            cells = "".join(_cell(None if last[s]["metrics"].get(name) is None
-                                  else sisnr_db(last[s]["metrics"][name])) for s in stages)
-            lines.append(f"<tr><td>SI-SNR (dB, higher is better)</td>{cells}</tr>")
-    lines.append("</tbody></table>")
-    return "\n".join(lines)
+            lines.append({"label": "SI-SNR (dB, higher is better)", "code": False,
+                          "cells": [_cell(None if last[s]["metrics"].get(name) is None
+                                          else sisnr_db(last[s]["metrics"][name])) for s in stages]})
+    return [{"name": s, "epoch": last[s]["epoch"]} for s in stages], lines
 
 
 def render_html(summary: tp.Mapping[str, tp.Any], last: tp.Mapping[str, tp.Mapping[str, tp.Any]]) -> str:
-    """The self-contained page (inline CSS, images by relative path, every string escaped)."""
+    """The self-contained page (inline CSS, images by relative path, every string escaped).
+
+    From ``musicpipe/templates/report.html.j2`` (:mod:`musicpipe.pages`).
+
+    Example:
+        >>> summary = {"sig": "1a2b3c4d", "solver": "musicgen", "kind": "lm", "dataset": "a&b", "epochs": 1,
+        ...            "xp_folder": "/ws/xps/1a2b3c4d", "findings": [], "plots": [], "hyperparameters": {},
+        ...            "overrides": {"label": "<i>x</i>"}, "sources": ["history.json"]}
+        >>> page = render_html(summary, {"valid": {"epoch": 1, "metrics": {"ce": 2.5}}})
+        >>> "<td>a&amp;b</td>" in page, "<code>&lt;i&gt;x&lt;/i&gt;</code>" in page, 'title="2.5">2.5</td>' in page
+        (True, True, True)
+    """
     kind = summary["kind"]
     findings = summary["findings"]
-    worst = findings[0]["level"] if findings else "ok"
     epochs = summary["epochs"]
     planned = summary.get("planned_epochs")
     facts = [("signature", summary["sig"]), ("solver", summary["solver"]), ("dataset", summary["dataset"] or "-"),
@@ -773,49 +749,13 @@ def render_html(summary: tp.Mapping[str, tp.Any], last: tp.Mapping[str, tp.Mappi
             facts.append((key, summary["record"][key]))
     if summary.get("datasource_train"):
         facts.append(("train manifest", summary["datasource_train"]))
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>musicpipe report: XP {_e(summary['sig'])}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-        f"<h1>XP <code>{_e(summary['sig'])}</code>: {_e(summary['solver'])} run</h1>",
-        f"<p>{_badge(worst)} overall health, from {len(findings)} finding(s) below.</p>",
-        "<table><tbody>",
-        *[f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts],
-        "</tbody></table>",
-        "<h2>Health summary</h2>", '<ul class="findings">',
-        *[f"<li>{_badge(f['level'])}{_e(f['message'])}</li>" for f in findings],
-        "</ul>",
-    ]
-    if epochs == 0:
-        parts.append("<p><strong>No epoch finished</strong>: history.json is empty, so there are no per-epoch "
-                     "metrics or plots.</p>")
-    parts += ["<h2>Last metrics</h2>", _metric_table(last, kind)]
-    if kind == "codec":
-        parts.append('<p class="muted">AudioCraft logs <code>sisnr</code> as its SI-SNR loss, -SI-SNR in dB '
-                     "(audiocraft/losses/sisnr.py); the SI-SNR row and plot show SI-SNR itself, higher is "
-                     "better.</p>")
-    if summary["plots"]:
-        parts.append("<h2>Plots</h2>")
-        for plot in summary["plots"]:
-            parts.append(f'<figure><img src="{_e(plot["file"])}" alt="{_e(plot["title"])}">'
-                         f"<figcaption>{_e(plot['title'])} (<code>{_e(plot['file'])}</code>)</figcaption></figure>")
-    parts += ["<h2>Key hyper-parameters</h2>"]
-    if summary["hyperparameters"]:
-        parts += ["<table><tbody>",
-                  *[f"<tr><th><code>{_e(k)}</code></th><td>{_e(v)}</td></tr>"
-                    for k, v in summary["hyperparameters"].items()], "</tbody></table>"]
-    else:
-        parts.append('<p class="muted">No config (.hydra/config.yaml is missing).</p>')
-    parts.append("<h2>Overrides (.argv.json)</h2>")
-    if summary["overrides"]:
-        parts += ["<table><tbody>",
-                  *[f"<tr><th><code>{_e(k)}</code></th><td><code>{_e(v)}</code></td></tr>"
-                    for k, v in summary["overrides"].items()], "</tbody></table>"]
-    else:
-        parts.append('<p class="muted">None recorded.</p>')
-    parts += [f'<p class="muted">Written by musicpipe.report from {_e(", ".join(summary["sources"]))} in '
-              f"{_e(summary['xp_folder'])}.</p>", "</body>", "</html>", ""]
-    return "\n".join(parts)
+    metric_stages, metric_rows = _metric_table(last, kind)
+    return pages.render(
+        "report.html.j2", sig=summary["sig"], solver=summary["solver"], kind=kind, colours=LEVEL_COLOURS,
+        worst=findings[0]["level"] if findings else "ok", findings=findings, facts=facts, epochs=epochs,
+        metric_stages=metric_stages, metric_rows=metric_rows, plots=summary["plots"],
+        hyperparameters=summary["hyperparameters"], overrides=summary["overrides"],
+        sources=", ".join(summary["sources"]), xp_folder=summary["xp_folder"])
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -915,11 +855,9 @@ def write_report(sig: str, workspace: tp.Optional[PathLike] = None, outputs: Pat
                                          "errors": len(log.errors), "warnings": log.warnings},
         "plots": plots, "files": files, "sources": sources,
     }
-    page = manifests.atomic_write_text(out_dir / "index.html", render_html(summary, last))
-    text = json.dumps(_json_safe(summary), indent=1, ensure_ascii=False, allow_nan=False, default=str) + "\n"
-    data = manifests.atomic_write_text(out_dir / "summary.json", text)
-    for path in (page, data):
-        os.chmod(path, REPORT_FILE_MODE)
+    atomic.write_text(out_dir / "index.html", render_html(summary, last), permissions=REPORT_FILE_MODE)
+    atomic.write_json(out_dir / "summary.json", _json_safe(summary), permissions=REPORT_FILE_MODE, indent=1,
+                      ensure_ascii=False, allow_nan=False, default=str)
     for name in previous:  # plots an earlier report wrote that this one did not (never other files)
         if isinstance(name, str) and name not in files and "/" not in name and name.endswith(".png"):
             (out_dir / name).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, paths
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +134,10 @@ def render_sources(name: str = "synthetic_demo", workspace: tp.Optional[tp.Union
         stamp = f"{clip_seed}:{duration}:{sample_rate}"
         stamp_path = wav.with_suffix(".params")
         if not (wav.exists() and stamp_path.exists() and stamp_path.read_text() == stamp):
-            tmp = wav.with_name(f".{wav.name}.tmp.wav")
-            sf.write(tmp, render_clip(genre, clip_seed, duration, sample_rate), sample_rate, subtype="PCM_16")
-            tmp.replace(wav)
-            manifests.atomic_write_text(stamp_path, stamp)
+            with atomic.atomic_path(wav) as tmp:
+                sf.write(tmp, render_clip(genre, clip_seed, duration, sample_rate), sample_rate, format="WAV",
+                         subtype="PCM_16")
+            atomic.write_text(stamp_path, stamp)
         style = GENRES[genre]
         # another seed renders other music: other "artists", so combined synthetic sets split cleanly
         artist = f"synth artist {genre} {k}" + (f" seed {seed}" if seed else "")

@@ -41,7 +41,7 @@ import re
 import typing as tp
 from pathlib import Path
 
-from musicpipe import manifests, paths, presets
+from musicpipe import atomic, paths, presets
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ class XP:
 
     def write_record(self, **info: tp.Any) -> Path:
         """Write ``musicpipe.json`` (signature first, then ``info``) atomically."""
-        path = manifests.atomic_write_text(self.folder / RECORD,
+        path = atomic.write_text(self.folder / RECORD,
                                            json.dumps({"sig": self.sig, **info}, indent=1) + "\n")
         self.__dict__.pop("record", None)
         return path

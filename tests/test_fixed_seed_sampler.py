@@ -235,3 +235,34 @@ def test_browser_on_a_rendered_index(tmp_path: Path) -> None:
     assert all(a["readyState"] >= 1 and abs(a["duration"] - 1.25) < 0.05 for a in check.audio), check.audio
     assert all(i["naturalWidth"] > 0 for i in check.images)
     assert {a["src"] for a in check.audio} == {f"epoch_1/{e['wav']}" for e in data["files"].values()}
+
+
+def test_render_index_escapes_hostile_genre_sig_and_file_names() -> None:
+    genre = "<script>alert(1)</script>"
+    prompts = fss.build_prompts("genre", [genre], prompt_audio=None, num_unconditional=0)
+    files = {prompts[0].id: {"wav": 'a&"<b.wav', "png": 'a&"<b.png', "duration": 1.0}}
+    page = fss.render_index('&"<sig', {1: _epoch(prompts, files)})
+    assert "<script>" not in page and '"<' not in page
+    assert "<title>musicpipe fixed-seed samples: XP &amp;&quot;&lt;sig</title>" in page
+    assert "<h1>Fixed-seed samples of XP <code>&amp;&quot;&lt;sig</code>, per epoch</h1>" in page
+    assert "genre: &lt;script&gt;alert(1)&lt;/script&gt;" in page  # the row's label
+    # the file name: percent-encoded in the links, escaped in the alt text (no attribute is broken out of)
+    assert 'src="epoch_1/a%26%22%3Cb.wav"' in page and 'src="epoch_1/a%26%22%3Cb.png"' in page
+    assert 'alt="spectrogram of epoch_1/a&amp;&quot;&lt;b.wav"' in page
+
+
+def test_both_pages_share_the_base_layout() -> None:
+    from musicpipe import report
+
+    samples = fss.render_index("08e4d3f1", {}, None)
+    summary = {"sig": "08e4d3f1", "solver": "musicgen", "kind": "lm", "dataset": None, "epochs": 0,
+               "xp_folder": "/ws/x", "findings": [], "plots": [], "hyperparameters": {}, "overrides": {},
+               "sources": ["history.json"]}
+    page = report.render_html(summary, {})
+    head = samples[:samples.index("<title>")]
+    assert head.startswith("<!DOCTYPE html>") and page.startswith(head)
+    css = re.search(r"<style>(.*)</style>", page, re.S).group(1)
+    assert css.strip() and re.search(r"<style>(.*)</style>", samples, re.S).group(1).startswith(css)
+    assert "table.samples" in samples and "table.samples" not in page  # the samples page adds its own rules
+    for text in (page, samples):
+        assert text.endswith('.</p>\n</body>\n</html>\n') and '<p class="muted">Written by ' in text

@@ -375,3 +375,23 @@ def test_errors_name_the_file(tmp_path):
         write_report("a4", workspace=ws, outputs=tmp_path / "out")
     assert issubclass(ReportError, ValueError)
     assert not (tmp_path / "out").exists()
+
+
+def test_hostile_values_are_escaped_in_text_and_attributes(tmp_path):
+    genre = "<script>alert(1)</script>"
+    folder = make_xp(tmp_path / "ws", "e5c4e5c5", LM_HISTORY, argv=[f"genre={genre}", 'dset=audio/a&"<b'])
+    (folder / report.RECORD).write_text(json.dumps({"conditioning": genre, "preset": 'x" onmouseover="alert(1)'}))
+    out = write_report("e5c4e5c5", workspace=tmp_path / "ws", outputs=tmp_path / "out")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<script>" not in page and 'onmouseover="' not in page
+    assert "<tr><th>conditioning</th><td>&lt;script&gt;alert(1)&lt;/script&gt;</td></tr>" in page
+    assert "<tr><th>preset</th><td>x&quot; onmouseover=&quot;alert(1)</td></tr>" in page
+    assert "<tr><th><code>genre</code></th><td><code>&lt;script&gt;alert(1)&lt;/script&gt;</code></td></tr>" in page
+    assert "<td><code>audio/a&amp;&quot;&lt;b</code></td>" in page
+    # the page function itself: a signature and a plot file name with &"< stay inside their attribute and text
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    summary.update(sig='&"<sig', plots=[{"file": 'a&"<b.png', "title": "t'<"}])
+    page = report.render_html(summary, report.last_metrics(LM_HISTORY))
+    assert "<title>musicpipe report: XP &amp;&quot;&lt;sig</title>" in page
+    assert '<img src="a&amp;&quot;&lt;b.png" alt="t&#x27;&lt;">' in page
+    assert "<figcaption>t&#x27;&lt; (<code>a&amp;&quot;&lt;b.png</code>)</figcaption>" in page

@@ -76,7 +76,7 @@ import shlex
 import subprocess
 import typing as tp
 
-from musicpipe import audiocraft_env, dora, manifests, paths, presets, training
+from musicpipe import atomic, audiocraft_env, dora, manifests, paths, presets, training
 from musicpipe.xp import XP, XPError
 
 logger = logging.getLogger(__name__)
@@ -712,7 +712,7 @@ def run_stage(setup: Setup, stage: Stage, continue_from: tp.Optional[str] = None
                                                    setup.conditioning, continue_from),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    manifests.atomic_write_text(run.folder / RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(run.folder / RECORD, record, indent=1, ensure_ascii=False)
     return StageResult(stage=stage, sig=run.sig, folder=run.folder, record=record)
 
 

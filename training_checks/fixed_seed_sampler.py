@@ -60,7 +60,7 @@ import re
 import typing as tp
 import urllib.parse
 
-from musicpipe import generation, manifests, paths
+from musicpipe import atomic, generation, manifests, pages, paths
 from musicpipe.codec_metrics import read_segment, write_wav
 from musicpipe.xp import XP, XPError, epoch_checkpoints  # noqa: F401 - epoch_checkpoints: part of this API
 from training_checks import codec_quality_check as cqc
@@ -242,38 +242,22 @@ def pick_conditions(values: tp.Sequence[tp.Optional[str]], conditioning: str, ma
 # ------------------------------------------------------------------------------------------------ index page
 
 
-def _e(value: tp.Any) -> str:
-    from musicpipe.report import _e as escape
-
-    return escape(value)
-
-
 def _href(*parts: str) -> str:
-    """A relative URL (each part percent-encoded), HTML-escaped for an attribute.
+    """A relative URL, each part percent-encoded (the page's template escapes it for the attribute).
 
     Example:
         >>> _href("epoch_1", "a b&c.wav")
         'epoch_1/a%20b%26c.wav'
     """
-    return _e("/".join(urllib.parse.quote(p) for p in parts))
+    return "/".join(urllib.parse.quote(p) for p in parts)
 
 
-_INDEX_CSS = """
-table.samples td,table.samples th{vertical-align:top}
-table.samples figure{margin:.2rem 0}
-table.samples audio{width:300px;display:block}
-table.samples img{width:300px;height:auto;display:block}
-table.samples figcaption{font-size:.8rem}
-"""
-
-
-def _media(folder: str, entry: tp.Mapping[str, tp.Any], caption: tp.Optional[str] = None) -> str:
-    alt = f"spectrogram of {folder}/{entry['wav']}"
-    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+def _media(folder: str, entry: tp.Mapping[str, tp.Any], caption: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+    """One audio player + spectrogram of the samples page (the fields ``samples.html.j2`` shows)."""
     duration = entry.get("duration")
-    title = f' title="{_e(f"{duration:.2f} s")}"' if isinstance(duration, (int, float)) else ""
-    return (f'<figure><audio controls preload="metadata" src="{_href(folder, entry["wav"])}"{title}></audio>'
-            f'<img src="{_href(folder, entry["png"])}" alt="{_e(alt)}">{cap}</figure>')
+    return {"src": _href(folder, entry["wav"]), "png": _href(folder, entry["png"]),
+            "alt": f"spectrogram of {folder}/{entry['wav']}", "caption": caption,
+            "title": f"{duration:.2f} s" if isinstance(duration, (int, float)) else None}
 
 
 def _comparable(settings: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
@@ -305,7 +289,7 @@ def render_index(sig: str, epochs: tp.Mapping[int, tp.Mapping[str, tp.Any]],
             ``reference``), or None.
 
     Every link is relative (``epoch_2/genre_rock.wav``), so the folder works wherever it is copied;
-    every string is escaped.
+    every string is escaped (``musicpipe/templates/samples.html.j2``, :mod:`musicpipe.pages`).
 
     Example:
         >>> s = {"settings": {"prompts": [{"id": "uncond_0", "kind": "unconditional", "seed": 0}]},
@@ -314,8 +298,6 @@ def render_index(sig: str, epochs: tp.Mapping[int, tp.Mapping[str, tp.Any]],
         >>> page.index("epoch 1") < page.index("epoch 2"), page.count('src="epoch_2/uncond_0.wav"')
         (True, 1)
     """
-    from musicpipe.report import _CSS
-
     order = sorted(epochs)
     rows: tp.Dict[str, Prompt] = {}
     for epoch in reversed(order):  # the latest epoch's prompt order first, then prompts only older ones have
@@ -333,7 +315,7 @@ def render_index(sig: str, epochs: tp.Mapping[int, tp.Mapping[str, tp.Any]],
              ("prompt audio", latest.get("prompt_audio") or "-"),
              ("continuation prompt", f"{latest['prompt_seconds']} s" if "prompt_seconds" in latest else "-"),
              ("weights", latest.get("weights", "-")), ("epochs", ", ".join(map(str, order)) or "none yet")]
-    head = ["<th>prompt</th>"]
+    columns = []
     for epoch in order:
         info = epochs[epoch].get("info", {})
         detail = [str(epochs[epoch].get("settings", {}).get("checkpoint", {}).get("name", ""))]
@@ -341,42 +323,24 @@ def render_index(sig: str, epochs: tp.Mapping[int, tp.Mapping[str, tp.Any]],
             detail.append("other settings than epoch %d (%s)" % (order[-1], settings_brief(epochs[epoch])))
         for name, value in sorted((info.get("valid") or {}).items()):
             detail.append(f"valid {name} {value:.3g}" if isinstance(value, (int, float)) else f"valid {name} {value}")
-        head.append(f'<th>epoch {epoch}<br><span class="muted">{_e(" · ".join(d for d in detail if d))}</span></th>')
-    if oracle is not None:
-        head.append('<th>oracle<br><span class="muted">codec reconstruction of the real audio</span></th>')
+        columns.append({"epoch": epoch, "detail": " · ".join(d for d in detail if d)})
     body = []
     for prompt_id, prompt in rows.items():
-        cells = [f"<th><code>{_e(prompt_id)}</code><br>{_e(prompt.label())}<br>"
-                 f'<span class="muted">seed {_e(prompt.seed)}</span></th>']
+        cells: tp.List[tp.Optional[tp.List[tp.Dict[str, tp.Any]]]] = []
         for epoch in order:
             entry = epochs[epoch].get("files", {}).get(prompt_id)
-            cells.append(f"<td>{_media(epoch_dir_name(epoch), entry)}</td>" if entry else '<td class="muted">-</td>')
+            cells.append([_media(epoch_dir_name(epoch), entry)] if entry else None)
         if oracle is not None:
             if prompt_id in oracle_files:
-                parts = [_media(ORACLE, oracle_files[prompt_id], "codec reconstruction")]
+                media = [_media(ORACLE, oracle_files[prompt_id], "codec reconstruction")]
                 if "reference" in oracle_files:
-                    parts.append(_media(ORACLE, oracle_files["reference"], "real audio"))
-                cells.append(f"<td>{''.join(parts)}</td>")
+                    media.append(_media(ORACLE, oracle_files["reference"], "real audio"))
+                cells.append(media)
             else:
-                cells.append('<td class="muted">-</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>musicpipe fixed-seed samples: XP {_e(sig)}</title>", f"<style>{_CSS}{_INDEX_CSS}</style>",
-        "</head>", "<body>",
-        f"<h1>Fixed-seed samples of XP <code>{_e(sig)}</code>, per epoch</h1>",
-        "<table><tbody>", *[f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts], "</tbody></table>",
-        '<p class="muted">Same prompts and seeds at every epoch. Spectrograms: log magnitude, '
-        f"{SPEC_RANGE_DB[0]:g} to {SPEC_RANGE_DB[1]:g} dBFS. WAVs are peak-normalised to {PEAK}.</p>",
-    ]
-    if rows:
-        parts += ['<table class="samples">', f"<thead><tr>{''.join(head)}</tr></thead>", "<tbody>", *body,
-                  "</tbody></table>"]
-    else:
-        parts.append('<p class="muted">No samples yet.</p>')
-    parts += ['<p class="muted">Written by training_checks/fixed_seed_sampler.py.</p>', "</body>", "</html>", ""]
-    return "\n".join(parts)
+                cells.append(None)
+        body.append({"id": prompt_id, "label": prompt.label(), "seed": prompt.seed, "cells": cells})
+    return pages.render("samples.html.j2", sig=sig, facts=facts, columns=columns, has_oracle=oracle is not None,
+                        rows=body, spec_range=f"{SPEC_RANGE_DB[0]:g} to {SPEC_RANGE_DB[1]:g}", peak=PEAK)
 
 
 def _read_settings(folder: Path) -> tp.Optional[tp.Dict[str, tp.Any]]:
@@ -423,7 +387,7 @@ def write_index(samples_dir: PathLike, sig: tp.Optional[str] = None) -> Path:
             return target  # unchanged: leave it (and its mtime) alone
     except (OSError, UnicodeDecodeError):
         pass
-    return manifests.atomic_write_text(target, page)
+    return atomic.write_text(target, page)
 
 
 # ------------------------------------------------------------------------------------------------- audio out
@@ -464,7 +428,7 @@ def write_spectrogram(audio: tp.Any, sample_rate: int, path: Path, title: str) -
 
     spec = spectrogram_db(audio)
     length = np.asarray(audio).shape[-1]
-    fig, (ax,) = report._new_figure(1, 1, width=4.0)
+    fig, (ax,) = report.new_figure(1, 1, width=4.0)
     fig.set_size_inches(4.0, 2.2)
     image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=SPEC_RANGE_DB[0], vmax=SPEC_RANGE_DB[1],
                       extent=(0.0, length / sample_rate, 0.0, sample_rate / 2000.0), interpolation="nearest")
@@ -475,7 +439,7 @@ def write_spectrogram(audio: tp.Any, sample_rate: int, path: Path, title: str) -
     cbar = fig.colorbar(image, ax=ax)
     cbar.ax.tick_params(labelsize=6)
     cbar.set_label("dBFS", fontsize=7)
-    return report._save_png(fig, path)
+    return report.save_png(fig, path)
 
 
 def _normalised(wav: tp.Any) -> tp.Any:
@@ -697,7 +661,7 @@ def _sample_epoch(model: tp.Any, xp: XPInfo, epoch: int, checkpoint: Path, out: 
                      "generation_params": {k: v for k, v in model.generation_params.items()
                                            if isinstance(v, (int, float, bool, str, type(None)))},
                      "valid": _history_valid(xp, epoch)}}
-    manifests.atomic_write_text(out / SETTINGS, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(out / SETTINGS, data, indent=1, ensure_ascii=False)
     return data
 
 
@@ -714,7 +678,7 @@ def _write_oracle(model: tp.Any, xp: XPInfo, out: Path, settings: tp.Dict[str, t
     files = {"continuation": write_sample(decoded, xp.sample_rate, out, "continuation", "oracle: codec reconstruction"),
              "reference": write_sample(real, xp.sample_rate, out, "reference", "real audio")}
     data = {"settings": settings, "files": files, "info": {"codes_shape": list(codes.shape)}}
-    manifests.atomic_write_text(out / SETTINGS, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(out / SETTINGS, data, indent=1, ensure_ascii=False)
     logger.info("oracle: codec reconstruction of %s -> %s", settings["prompt_audio"], out)
     return data
 

@@ -76,7 +76,7 @@ import os
 import random
 import typing as tp
 
-from musicpipe import audio, audiocraft_env, config, manifests, paths, presets, training
+from musicpipe import atomic, audio, audiocraft_env, config, manifests, paths, presets, training
 from musicpipe import split as split_mod
 
 logger = logging.getLogger(__name__)
@@ -907,7 +907,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         return 2
     print(report.format())
     if args.json:
-        manifests.atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=1, ensure_ascii=False,
+        atomic.write_text(Path(args.json), json.dumps(report.to_dict(), indent=1, ensure_ascii=False,
                                                                 default=str) + "\n")
     print(report.summary_line())
     return 0 if report.ok else 1

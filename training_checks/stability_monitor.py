@@ -79,7 +79,7 @@ import math
 import os
 import typing as tp
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, paths
 from musicpipe.xp import XP, XPError
 
 logger = logging.getLogger(__name__)
@@ -626,7 +626,7 @@ def append_record(folder: PathLike, record: tp.Mapping[str, tp.Any]) -> Path:
     if old and not old.endswith("\n"):
         old += "\n"
     line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, default=_json_default)
-    return manifests.atomic_write_text(path, old + line + "\n")
+    return atomic.write_text(path, old + line + "\n")
 
 
 def _json_default(value: tp.Any) -> tp.Any:

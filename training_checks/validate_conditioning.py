@@ -54,7 +54,7 @@ import json
 import logging
 import typing as tp
 
-from musicpipe import manifests, paths
+from musicpipe import atomic, manifests, paths
 from training_checks.preflight import FAIL, PASS, WARN, CheckResult, select, worst_status
 
 logger = logging.getLogger(__name__)
@@ -434,7 +434,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         return 1
     print(report.format())
     if args.json:
-        manifests.atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        atomic.write_text(Path(args.json), json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
     print(report.summary_line())
     return 0 if report.ok else 1
 

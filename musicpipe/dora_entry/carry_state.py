@@ -58,7 +58,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import hashlib
-import json
 import logging
 import os
 import typing as tp
@@ -289,9 +288,9 @@ def carry_state(solver: tp.Any, ignore_state_keys: tp.Sequence[str] = ()) -> tp.
     logger.info("carry state from %s: carried %s; skipped %s; lr scheduler, epoch and best state restart",
                 source, ", ".join(carried) or "nothing", ", ".join(skipped) or "nothing")
     if flashy.distrib.is_rank_zero():
-        from musicpipe import manifests
+        from musicpipe import atomic
 
-        manifests.atomic_write_text(Path(solver.folder) / REPORT, json.dumps(report, indent=1) + "\n")
+        atomic.write_json(Path(solver.folder) / REPORT, report, indent=1)
     return report
 
 

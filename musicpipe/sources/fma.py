@@ -25,7 +25,7 @@ import math
 import typing as tp
 from pathlib import Path
 
-from musicpipe import download, manifests, paths
+from musicpipe import atomic, download, paths
 from musicpipe.sources import SourceError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def parse_checksums(text: str) -> tp.Dict[str, str]:
 
 
 def _write_marker(folder: Path, info: tp.Mapping[str, tp.Any]) -> None:
-    manifests.atomic_write_text(folder / MARKER, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    atomic.write_json(folder / MARKER, info, indent=1, sort_keys=True)
 
 
 def _read_marker(folder: Path) -> tp.Optional[tp.Dict[str, tp.Any]]:

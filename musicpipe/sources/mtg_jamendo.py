@@ -16,12 +16,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import typing as tp
 from pathlib import Path
 
-from musicpipe import download, manifests, paths
+from musicpipe import atomic, download, paths
 from musicpipe.sources import SourceError
 
 logger = logging.getLogger(__name__)
@@ -177,8 +176,7 @@ def download_mtg_jamendo(parts: tp.Union[str, tp.Iterable[int]], workspace: tp.O
         archive = download.http_download(tar_url(part, variant, dataset, mirror), audio_dir / name,
                                          expected_hash=sums[name], algorithm="sha256")
         files = download.safe_extract_tar(archive, audio_dir)
-        manifests.atomic_write_text(marker, json.dumps({"archive": name, "sha256": sums[name],
-                                                        "files": len(files)}) + "\n")
+        atomic.write_json(marker, {"archive": name, "sha256": sums[name], "files": len(files)})
         if not keep_archives:
             archive.unlink()
         done += 1
