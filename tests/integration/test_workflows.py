@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from musicpipe import dora, export, generation, manifests, paths, synthetic, training
+from musicpipe import dora, export, generation, manifests, paths, training
 from musicpipe.prepare import PrepareConfig
+from musicpipe.sources import synthetic
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
