@@ -21,7 +21,7 @@ from musicpipe import audiocraft_env, paths
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_FREE_GB = 10.0
-_PINNED_TORCHCODEC = "0.11.1"  # pyproject.toml's pin, for the doctor's message
+TORCHCODEC_VERSION = "0.11.1"  # pyproject.toml's pin, for the doctor's message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ def check_torchaudio_io() -> Check:
     """
     import tempfile
 
-    fix = (f"run `make setup` (installs torchcodec=={_PINNED_TORCHCODEC}, which torchaudio 2.11 loads audio with; "
+    fix = (f"run `make setup` (installs torchcodec=={TORCHCODEC_VERSION}, which torchaudio 2.11 loads audio with; "
            "it needs FFmpeg's shared libraries 4-8: apt-get install -y ffmpeg)")
     try:
         import numpy as np

@@ -58,5 +58,5 @@ def test_the_pinned_torchcodec_is_installed_and_named_by_the_doctor():
     from musicpipe import doctor
 
     pin = re.search(r'"torchcodec==([^"]+)"', (REPO / "pyproject.toml").read_text()).group(1)
-    assert doctor._PINNED_TORCHCODEC == pin
+    assert doctor.TORCHCODEC_VERSION == pin
     assert importlib.metadata.version("torchcodec") == pin
