@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None,
                    help="samples per --genre/--description prompt (default 1), or unconditional samples (default 2)")
     p.add_argument("--duration", type=float, default=2.0)
-    p.add_argument("--genre", action="append", default=None, help="genre per sample (repeat; genre-conditioned LM)")
-    p.add_argument("--description", action="append", default=None, help="text per sample (repeat; text LM)")
+    p.add_argument("--genre", action="append", default=None, help="a genre prompt (repeat; genre-conditioned LM)")
+    p.add_argument("--description", action="append", default=None, help="a text prompt (repeat; text LM)")
     p.add_argument("--prompt-audio", type=Path, default=None, help="continue this audio file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "--out", dest="out", type=Path, default=None,
