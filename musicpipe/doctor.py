@@ -21,6 +21,7 @@ from musicpipe import audiocraft_env, config, paths
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_FREE_GB = 10.0
+TORCHCODEC_VERSION = "0.11.1"  # pyproject.toml's pin, for the doctor's message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,34 @@ def check_packages() -> tp.List[Check]:
         version = _version(dist)
         rows.append(Check(label, OK if version else FAIL, version or "not installed: run `make setup`"))
     return rows
+
+
+def check_torchaudio_io() -> Check:
+    """``torchaudio.load`` of a small WAV works (torchaudio 2.11 reads and writes through TorchCodec + FFmpeg).
+
+    >>> check_torchaudio_io().status
+    'OK'
+    """
+    import tempfile
+
+    fix = (f"run `make setup` (installs torchcodec=={TORCHCODEC_VERSION}, which torchaudio 2.11 loads audio with; "
+           "it needs FFmpeg's shared libraries 4-8: apt-get install -y ffmpeg)")
+    try:
+        import numpy as np
+        import soundfile as sf
+        import torchaudio
+
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / "probe.wav"
+            sf.write(wav, np.zeros(1600, dtype=np.float32), 16000, subtype="PCM_16")
+            audio, sample_rate = torchaudio.load(str(wav))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the finding
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Check("torchaudio load", FAIL, f"{type(exc).__name__}: {first[:200]}; {fix}")
+    if tuple(audio.shape) != (1, 1600) or sample_rate != 16000:
+        return Check("torchaudio load", FAIL, f"read {tuple(audio.shape)} at {sample_rate} Hz from a 1600-sample "
+                                              f"16 kHz WAV; {fix}")
+    return Check("torchaudio load", OK, f"a WAV reads back (torchcodec {_version('torchcodec')})")
 
 
 def check_gpus() -> Check:
@@ -119,7 +148,7 @@ def check_hydra(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[C
 
 
 def run_checks(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
-    rows = [check_ffmpeg(), *check_packages(), check_gpus(), check_disk(workspace),
+    rows = [check_ffmpeg(), *check_packages(), check_torchaudio_io(), check_gpus(), check_disk(workspace),
             *check_environment(workspace)]
     if all(r.status != FAIL for r in rows if r.name in ("audiocraft", "dora", "hydra", "torch")):
         rows += check_hydra(workspace)

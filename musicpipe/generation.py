@@ -70,6 +70,36 @@ def load_exported(folder: tp.Union[str, Path], device: tp.Optional[str] = None) 
     compression = loaders.load_compression_model(folder, device=device)
     lm = loaders.load_lm_model(folder, device=device)
     return MusicGen(f"musicpipe-export-{folder.name}", compression, lm, max_duration=MAX_DURATION)
+def expand_prompts(num_samples: tp.Optional[int] = None, genres: tp.Optional[tp.Sequence[str]] = None,
+                   descriptions: tp.Optional[tp.Sequence[str]] = None
+                   ) -> tp.Tuple[int, tp.Optional[tp.List[str]], tp.Optional[tp.List[str]]]:
+    """The samples to generate: ``num_samples`` per prompt, or that many unconditional ones.
+
+    Each entry of ``genres``/``descriptions`` is one prompt (both given: paired entry by entry), repeated
+    ``num_samples`` times side by side (default 1); without prompts, ``num_samples`` unconditional samples
+    (default 2). Returns the total and the per-sample lists that :func:`generate` takes.
+
+    >>> expand_prompts(None)
+    (2, None, None)
+    >>> expand_prompts(None, genres=["rock", "jazz"])
+    (2, ['rock', 'jazz'], None)
+    >>> expand_prompts(2, genres=["rock", "jazz"])
+    (4, ['rock', 'rock', 'jazz', 'jazz'], None)
+    """
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"the number of samples must be at least 1, got {num_samples}")
+    if genres and descriptions and len(genres) != len(descriptions):
+        raise ValueError(f"got {len(genres)} genres and {len(descriptions)} descriptions: give one of each per "
+                         "prompt, or only one kind")
+    prompts = genres or descriptions
+    if not prompts:
+        return (2 if num_samples is None else num_samples), None, None
+    per = 1 if num_samples is None else num_samples
+
+    def repeat(values: tp.Optional[tp.Sequence[str]]) -> tp.Optional[tp.List[str]]:
+        return [v for v in values for _ in range(per)] if values else None
+
+    return len(prompts) * per, repeat(genres), repeat(descriptions)
 
 
 def generate(sig: tp.Optional[str] = None, workspace: tp.Optional[tp.Union[str, Path]] = None, num_samples: int = 2,

@@ -34,7 +34,6 @@ from training_checks.validate_conditioning import validate_conditioning
 logger = logging.getLogger(__name__)
 
 PathLike = tp.Union[str, Path]
-SOURCES = ("fma", "mtg_jamendo", "folder", "synthetic")
 
 
 class PipelineError(RuntimeError):
@@ -88,17 +87,15 @@ def dataset_name(source: str, dataset: tp.Optional[str], subset: str = "fma_smal
     >>> dataset_name("synthetic", "my_set"), dataset_name("mtg_jamendo", None)
     ('my_set', 'mtg_jamendo')
     """
-    if source not in SOURCES:
-        raise PipelineError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
-    if source == "fma":
-        return subset
-    if source == "mtg_jamendo":
-        from musicpipe.sources import mtg_jamendo
+    from musicpipe import sources
 
-        return mtg_jamendo.NAME
-    if not dataset:
+    try:
+        name = sources.get(source).dataset({"subset": subset, "name": dataset})
+    except sources.SourceError as exc:
+        raise PipelineError(str(exc)) from None
+    if not name:
         raise PipelineError(f"source {source!r} needs a dataset name")
-    return dataset
+    return name
 
 
 def get_dataset(source: str, dataset: tp.Optional[str] = None, workspace: tp.Optional[PathLike] = None, *,
@@ -110,43 +107,28 @@ def get_dataset(source: str, dataset: tp.Optional[str] = None, workspace: tp.Opt
                 num_jobs: tp.Optional[int] = None, split: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
     """Download (public sources) and prepare a dataset; both skip what is already done.
 
-    ``source``: ``fma`` (``subset``, ``num_tracks`` for the mini subsets), ``mtg_jamendo`` (``parts``,
-    ``variant``), ``folder`` (``input_dir``, ``metadata_csv``) or ``synthetic`` (``tracks_per_genre``,
-    ``duration``, ``seed``). ``split``: ``artist`` | ``track`` | ``official``; default ``official`` for MTG-Jamendo
-    (its published split-0, artist-disjoint, so it combines with others without leaks), else ``artist``.
+    ``source``: a name in :data:`musicpipe.sources.SOURCES`: ``fma`` (``subset``, ``num_tracks`` for the mini
+    subsets), ``mtg_jamendo`` (``parts``, ``variant``), ``folder`` (``input_dir``, ``metadata_csv``) or
+    ``synthetic`` (``tracks_per_genre``, ``duration``, ``seed``); each step gets the arguments it takes.
+    ``split``: ``artist`` | ``track`` | ``official``; default the source's (``official`` for MTG-Jamendo: its
+    published split-0, artist-disjoint, so it combines with others without leaks; else ``artist``).
     Returns the dataset name, prepare's counts and where things are.
     """
+    from musicpipe import sources
     from musicpipe.prepare import PrepareConfig
-    from musicpipe.sources import SourceError
 
     name = dataset_name(source, dataset, subset)
-    split = split or ("official" if source == "mtg_jamendo" else "artist")
+    src = sources.get(source)
     config = PrepareConfig(sample_rate=sample_rate, segment_seconds=segment_seconds, num_jobs=num_jobs, seed=seed,
-                           split=split)
+                           split=split or src.default_split)
+    values = dict(subset=subset, num_tracks=num_tracks, parts=parts, variant=variant, mirror=mirror,
+                  metadata_mirror=metadata_mirror, input_dir=input_dir, metadata_csv=metadata_csv, name=name,
+                  tracks_per_genre=tracks_per_genre, duration=duration, seed=seed)
     try:
-        if source == "fma":
-            from musicpipe.sources import fma
-
-            fma.download_fma(subset, workspace, mirror, num_tracks=num_tracks)
-            report = fma.prepare_fma(subset, workspace, config)
-        elif source == "mtg_jamendo":
-            from musicpipe.sources import mtg_jamendo
-
-            mtg_jamendo.download_mtg_jamendo(parts, workspace, variant=variant, mirror=mirror,
-                                             metadata_mirror=metadata_mirror)
-            report = mtg_jamendo.prepare_mtg_jamendo(workspace, config, variant=variant)
-        elif source == "folder":
-            from musicpipe import folder
-
-            if input_dir is None or not Path(input_dir).is_dir():
-                raise PipelineError(f"source 'folder' needs input_dir, a folder of audio (got {input_dir!r})")
-            report = folder.prepare_folder(input_dir, name, workspace, config, metadata_csv=metadata_csv)
-        else:
-            from musicpipe import synthetic
-
-            report = synthetic.prepare_synthetic(name, workspace, config, tracks_per_genre=tracks_per_genre,
-                                                 duration=duration, seed=seed)
-    except SourceError as exc:
+        if src.download is not None:
+            src.download(workspace, **src.pick("download", values))
+        report = src.prepare(workspace, config, **src.pick("prepare", values))
+    except sources.SourceError as exc:
         raise PipelineError(f"{source}: {exc}") from None
     root = paths.dataset_dir(name, workspace)
     return {"dataset": name, "source": source, "counts": dict(report.get("counts", {})), "folder": str(root),

@@ -536,7 +536,7 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
     """Convert ``tracks`` into the dataset ``name``: segments, sidecars, split, manifests, report.
 
     Args:
-        tracks: the inputs (a source's ``track_inputs`` or :func:`musicpipe.folder.scan_folder`).
+        tracks: the inputs (a source's ``track_inputs`` or :func:`musicpipe.sources.folder.scan_folder`).
         name: dataset name (``<ws>/data/<name>``; ``dset=audio/<name>``).
         workspace: workspace root (default: ``$MUSICPIPE_WORKSPACE`` or ``<repo>/workspace``).
         config: conversion, quality gates and split.

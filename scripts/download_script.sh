@@ -11,7 +11,7 @@ Usage: scripts/download_script.sh [options] ITEM...
 
 Download and prepare each ITEM in turn with musicpipe; an item that fails does not stop the others.
 
-Items:
+Items (SOURCE:VALUE; `musicpipe sources` lists the sources, the item each takes and its variables):
   fma_small_mini | fma_small | fma_medium | fma_large | fma_full    an FMA subset (also written fma:SUBSET)
   mtg_jamendo:PARTS                                                 MTG-Jamendo tar parts, e.g. mtg_jamendo:0-9
                                                                     or mtg_jamendo:0,5,7-9
@@ -25,7 +25,7 @@ Options:
   -n               dry run: print the commands, run nothing
   -h               this help
 
-Environment:
+Environment (the sources' variables, as `musicpipe sources` lists them, then this script's):
   FMA_MIRROR              base URL replacing FMA's archive host          (download fma --mirror)
   MTG_MIRROR              base URL replacing MTG-Jamendo's archive host  (download mtg_jamendo --mirror)
   MTG_METADATA_MIRROR     base URL of MTG-Jamendo's metadata TSVs        (--metadata-mirror)
@@ -43,7 +43,6 @@ EOF
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MUSICPIPE="${MUSICPIPE_BIN:-$REPO/.venv/bin/musicpipe}"
 WS="${MUSICPIPE_WORKSPACE:-$REPO/workspace}"
-VARIANT="${MTG_VARIANT:-audio-low}"
 LIST_FILE=""
 DOWNLOAD_ONLY=0
 FORCE=0
@@ -78,7 +77,6 @@ fi
 ITEMS+=("$@")
 ((${#ITEMS[@]} > 0)) || usage_error "no items: give some (e.g. fma_small_mini mtg_jamendo:0-3) or -f FILE"
 [[ -x "$MUSICPIPE" ]] || usage_error "$MUSICPIPE not found: run \`make setup\` first (or set MUSICPIPE_BIN)"
-case "$VARIANT" in audio | audio-low) ;; *) usage_error "MTG_VARIANT must be audio or audio-low, got $VARIANT" ;; esac
 read -r -a EXTRA_DOWNLOAD <<<"${DOWNLOAD_ARGS:-}"
 read -r -a EXTRA_PREPARE <<<"${PREPARE_ARGS:-}"
 LOG_DIR="$WS/logs/download_script"
@@ -141,35 +139,31 @@ write_marker() {
 }
 
 # Download then prepare one item; returns non-zero (with REASON set) when a step fails.
+# `musicpipe sources --item` resolves the item through the source registry: its dataset and the arguments of
+# `musicpipe download` and `musicpipe prepare` (tab-separated lines; the sources' variables already applied).
 REASON=""
 process_item() {
-    local item="$1" source="" subset="" parts="" dataset safe log
-    case "$item" in
-        fma:*) source=fma subset="${item#fma:}" ;;
-        fma_*) source=fma subset="$item" ;;
-        mtg_jamendo:*) source=mtg parts="${item#mtg_jamendo:}" ;;
-        mtg_jamendo) REASON="mtg_jamendo needs its parts, e.g. mtg_jamendo:0-3"; return 1 ;;
-        *) REASON="unknown item (expected an FMA subset such as fma_small_mini, or mtg_jamendo:PARTS)"; return 1 ;;
-    esac
-    if [[ ! "$subset$parts" =~ ^[A-Za-z0-9_,.-]+$ ]]; then
-        REASON="unexpected characters in $item"
+    local item="$1" dataset="" safe log resolved row
+    local download=("$MUSICPIPE" download) prepare=("$MUSICPIPE" prepare) fields=()
+    if ! resolved="$("$MUSICPIPE" sources --item "$item" --workspace "$WS" 2>&1)"; then
+        REASON="$(printf '%s\n' "$resolved" | tail -n 1)"
+        REASON="${REASON#musicpipe sources: error: }"
+        return 1
+    fi
+    while IFS= read -r row; do
+        IFS=$'\t' read -r -a fields <<<"$row"
+        case "${fields[0]:-}" in
+            dataset) dataset="${fields[1]}" ;;
+            download) download+=("${fields[@]:1}") ;;
+            prepare) prepare+=("${fields[@]:1}") ;;
+        esac
+    done <<<"$resolved"
+    if [[ -z "$dataset" ]]; then
+        REASON="musicpipe sources --item $item printed no dataset"
         return 1
     fi
     safe="${item//[^A-Za-z0-9_.-]/_}"
     log="$LOG_DIR/$safe.log"
-    local download=("$MUSICPIPE" download) prepare=("$MUSICPIPE" prepare)
-    if [[ "$source" == fma ]]; then
-        dataset="$subset"
-        download+=(fma --subset "$subset" --workspace "$WS")
-        [[ -n "${FMA_MIRROR:-}" ]] && download+=(--mirror "$FMA_MIRROR")
-        prepare+=(fma --subset "$subset" --workspace "$WS")
-    else
-        dataset=mtg_jamendo
-        download+=(mtg_jamendo --parts "$parts" --variant "$VARIANT" --workspace "$WS")
-        [[ -n "${MTG_MIRROR:-}" ]] && download+=(--mirror "$MTG_MIRROR")
-        [[ -n "${MTG_METADATA_MIRROR:-}" ]] && download+=(--metadata-mirror "$MTG_METADATA_MIRROR")
-        prepare+=(mtg_jamendo --variant "$VARIANT" --workspace "$WS")
-    fi
     download+=("${EXTRA_DOWNLOAD[@]}")
     prepare+=("${EXTRA_PREPARE[@]}")
     local data="$WS/data/$dataset"

@@ -46,8 +46,8 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: int 
 @pytest.fixture(scope="session")
 def demo_data(workspace: Path) -> dict:
     """The synthetic dataset the demo_cpu preset names (4 genres x 3 clips of 10 s), through prepare."""
-    from musicpipe import synthetic
     from musicpipe.prepare import PrepareConfig
+    from musicpipe.sources import synthetic
 
     return synthetic.prepare_synthetic("synthetic_demo", workspace, PrepareConfig(num_jobs=1),
                                        tracks_per_genre=3, progress=False)

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from musicpipe import combine, manifests, synthetic
+from musicpipe import combine, manifests
 from musicpipe.prepare import PrepareConfig
+from musicpipe.sources import synthetic
 from musicpipe.split import SplitLeakError
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from musicpipe import manifests, synthetic
+from musicpipe import manifests
+from musicpipe.sources import synthetic
 
 
 def test_manifest_is_sorted_absolute_and_byte_identical_on_rerun(tmp_path):

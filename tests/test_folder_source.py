@@ -11,7 +11,7 @@ import soundfile as sf
 
 from media import make_audio, text_as
 from musicpipe import inspection
-from musicpipe.folder import prepare_folder, scan_folder
+from musicpipe.sources.folder import prepare_folder, scan_folder
 from musicpipe.prepare import PrepareConfig
 
 

@@ -15,8 +15,9 @@ import torch
 import yaml
 
 import training_checks.preflight as pf
-from musicpipe import manifests, paths, synthetic
+from musicpipe import manifests, paths
 from musicpipe.prepare import PrepareConfig
+from musicpipe.sources import synthetic
 
 NAME = "synth"
 ENV_KEYS = ("MUSICPIPE_WORKSPACE", "AUDIOCRAFT_DORA_DIR", "HF_HUB_OFFLINE", "AUDIOCRAFT_TEAM", "DORA_PACKAGE",

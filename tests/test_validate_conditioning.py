@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 import training_checks.validate_conditioning as vc
-from musicpipe import manifests, paths, synthetic
+from musicpipe import manifests, paths
 from musicpipe.prepare import PrepareConfig
+from musicpipe.sources import synthetic
 from training_checks.preflight import FAIL, PASS, WARN
 
 NAME = "synth"

@@ -45,11 +45,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # pragma: no cover - bootstrap for `python training_checks/fixed_seed_sampler.py`
-    try:
-        import musicpipe  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__" and not __package__:  # `python training_checks/X.py`: see _script.py
+    import _script  # noqa: F401
 
 import argparse
 import dataclasses

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import atomic, download, paths
-from musicpipe.sources import SourceError
+from musicpipe.sources.base import KEEP_ARCHIVES, MIRROR, Option, Source, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -351,3 +352,32 @@ def prepare_fma(subset: str, workspace: tp.Optional[tp.Union[str, Path]] = None,
     committed = (paths.MODEL_CONFIG_DIR / "dset" / "audio" / f"{subset}.yaml").exists()
     return prepare_tracks(track_inputs(subset, workspace), subset, workspace, config or PrepareConfig(),
                           force=force, write_dset_config=not committed, progress=progress)
+
+
+def source_download(workspace: tp.Optional[tp.Union[str, Path]] = None, *, subset: str = "fma_small_mini",
+                    num_tracks: int = 0, mirror: tp.Optional[str] = None, keep_archives: bool = False,
+                    force: bool = False) -> Path:
+    """The registry's download step: :func:`download_fma`."""
+    return download_fma(subset, workspace, mirror, force=force, num_tracks=num_tracks, keep_archive=keep_archives)
+
+
+def source_prepare(workspace: tp.Optional[tp.Union[str, Path]] = None, config: tp.Any = None, *,
+                   subset: str = "fma_small_mini", force: bool = False, progress: bool = True) -> tp.Dict[str, tp.Any]:
+    """The registry's prepare step: :func:`prepare_fma`."""
+    return prepare_fma(subset, workspace, config, force=force, progress=progress)
+
+
+_SUBSET_HELP = ", ".join(SUBSETS[:2]) + ", ..., " + SUBSETS[-1]
+SOURCE = Source(
+    name="fma", help="Free Music Archive: the fma_small_mini subset (about 100 tracks by HTTP Range) or a full subset",
+    download=source_download, prepare=source_prepare, dataset=lambda o: o.get("subset", "fma_small_mini"),
+    label=lambda o: o.get("subset", "fma_small_mini"),
+    download_options=(
+        Option("subset", "--subset", _SUBSET_HELP, default="fma_small_mini"),
+        Option("num_tracks", "--num-tracks", "how many tracks of a mini subset (default 100)", type=int, default=0),
+        dataclasses.replace(MIRROR, env="FMA_MIRROR"),
+        KEEP_ARCHIVES,
+    ),
+    prepare_options=(Option("subset", "--subset", "the subset to prepare", default="fma_small_mini"),),
+    item="subset", item_pattern=r"fma_\w+", item_example="fma_small_mini",
+)

@@ -16,12 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import typing as tp
 from pathlib import Path
 
 from musicpipe import atomic, download, paths
-from musicpipe.sources import SourceError
+from musicpipe.sources.base import KEEP_ARCHIVES, MIRROR, Option, Source, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +234,37 @@ def prepare_mtg_jamendo(workspace: tp.Optional[tp.Union[str, Path]] = None, conf
 
     return prepare_tracks(track_inputs(workspace, variant=variant, split=split), NAME, workspace,
                           config or PrepareConfig(), force=force, write_dset_config=False, progress=progress)
+
+
+def source_download(workspace: tp.Optional[tp.Union[str, Path]] = None, *, parts: tp.Optional[str] = None,
+                    variant: str = "audio-low", mirror: tp.Optional[str] = None,
+                    metadata_mirror: tp.Optional[str] = None, keep_archives: bool = False,
+                    force: bool = False) -> Path:
+    """The registry's download step: :func:`download_mtg_jamendo` (``parts`` is required)."""
+    if not parts:
+        raise MTGError("mtg_jamendo needs --parts, e.g. --parts 0-3")
+    return download_mtg_jamendo(parts, workspace, variant=variant, mirror=mirror, metadata_mirror=metadata_mirror,
+                                force=force, keep_archives=keep_archives)
+
+
+def source_prepare(workspace: tp.Optional[tp.Union[str, Path]] = None, config: tp.Any = None, *,
+                   variant: str = "audio-low", force: bool = False, progress: bool = True) -> tp.Dict[str, tp.Any]:
+    """The registry's prepare step: :func:`prepare_mtg_jamendo`."""
+    return prepare_mtg_jamendo(workspace, config, variant=variant, force=force, progress=progress)
+
+
+_VARIANT = Option("variant", "--variant", "audio quality", choices=VARIANTS, default="audio-low", env="MTG_VARIANT")
+SOURCE = Source(
+    name=NAME, help="MTG-Jamendo: chosen tar parts (about 5 GB each) with tags and the official split",
+    download=source_download, prepare=source_prepare, dataset=lambda o: NAME,
+    label=lambda o: f"{NAME} {o.get('variant', 'audio-low')} parts {o.get('parts')}",
+    download_options=(
+        Option("parts", "--parts", "tar parts, e.g. 0-3 or 0,5,7-9"),
+        _VARIANT,
+        dataclasses.replace(MIRROR, env="MTG_MIRROR"),
+        Option("metadata_mirror", "--metadata-mirror", "base URL of the metadata TSVs", env="MTG_METADATA_MIRROR"),
+        KEEP_ARCHIVES,
+    ),
+    prepare_options=(_VARIANT,),
+    item="parts", item_example="0-3", default_split="official",
+)

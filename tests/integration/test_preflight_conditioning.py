@@ -14,8 +14,9 @@ import yaml
 
 import training_checks.preflight as pf
 import training_checks.validate_conditioning as vc
-from musicpipe import manifests, paths, synthetic
+from musicpipe import manifests, paths
 from musicpipe.prepare import PrepareConfig
+from musicpipe.sources import synthetic
 
 pytestmark = pytest.mark.integration
 

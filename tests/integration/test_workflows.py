@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from musicpipe import dora, export, generation, manifests, paths, synthetic, training
+from musicpipe import dora, export, generation, manifests, paths, training
 from musicpipe.prepare import PrepareConfig
+from musicpipe.sources import synthetic
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,16 @@ def test_export_loads_in_audiocraft_and_generates(workspace, tmp_path, codec, lm
     for name in settings["files"]:
         info = sf.info(out / name)
         assert (info.samplerate, info.channels) == (32000, 1) and abs(info.frames - 32000) < 1000
+    # --num-samples with prompts: that many per prompt, side by side, each its own file and its own draw
+    res = run_cli("generate", "--export", str(tmp_path / "genre"), "--genre", "rock", "--genre", "techno",
+                  "--num-samples", "2", "--duration", "1.0", "--output", str(tmp_path / "two each"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1].startswith("generate: 4 sample(s) of 1.0 s at 32000 Hz")
+    settings = json.loads((tmp_path / "two each" / "settings.json").read_text())
+    assert settings["genres"] == ["rock", "rock", "techno", "techno"] and settings["num_samples"] == 4
+    assert len(set(settings["files"])) == 4
+    rock = [sf.read(tmp_path / "two each" / name)[0] for name in settings["files"][:2]]
+    assert rock[0].shape == rock[1].shape and not (rock[0] == rock[1]).all()
 
 
 def test_continuation_from_prompt_audio(workspace, tmp_path, lm_none, demo_data):

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from musicpipe import audio, paths
 from musicpipe.prepare import PrepareConfig, TrackInput, prepare_tracks, safe_track_id
+from musicpipe.sources.base import NAME, Option, Source, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -242,3 +243,28 @@ def prepare_folder(input_dir: PathLike, name: str, workspace: tp.Optional[PathLi
     if not tracks:
         raise FileNotFoundError(f"{input_dir}: no audio files ({', '.join(EXTENSIONS)})")
     return prepare_tracks(tracks, name, workspace, config, force=force, progress=progress)
+
+
+def source_prepare(workspace: tp.Optional[PathLike] = None, config: tp.Optional[PrepareConfig] = None, *,
+                   input_dir: tp.Optional[PathLike] = None, name: tp.Optional[str] = None,
+                   metadata_csv: tp.Optional[PathLike] = None, force: bool = False,
+                   progress: bool = True) -> tp.Dict[str, tp.Any]:
+    """The registry's prepare step: :func:`prepare_folder`, refusing a missing folder or name."""
+    if input_dir is None or not name:
+        raise SourceError("source 'folder' needs input_dir (--input DIR), a folder of audio, and a dataset name "
+                          "(--name NAME)")
+    if not Path(input_dir).expanduser().is_dir():
+        raise SourceError(f"input_dir (--input) {input_dir}: not a folder")
+    return prepare_folder(input_dir, name, workspace, config or PrepareConfig(), metadata_csv=metadata_csv,
+                          force=force, progress=progress)
+
+
+SOURCE = Source(
+    name="folder", help="any local folder of audio (recursive), with embedded tags, sidecar .json or a CSV",
+    prepare=source_prepare, dataset=lambda o: o.get("name"),
+    prepare_options=(
+        Option("input_dir", "--input", "the folder of audio (recursive)", type=Path, metavar="DIR"),
+        Option("metadata_csv", "--metadata-csv", "CSV overriding embedded tags", type=Path),
+        NAME,
+    ),
+)

@@ -5,7 +5,7 @@ conditioned model has something to learn. Used by the demo and the tests; no dow
 :func:`render_sources` writes the clips and :func:`prepare_synthetic` runs them through ``prepare``.
 
 Example:
-    >>> from musicpipe.synthetic import render_clip
+    >>> from musicpipe.sources.synthetic import render_clip
     >>> clip = render_clip("techno", seed=0, duration=1.0, sample_rate=16000)
     >>> clip.shape, bool(abs(clip).max() <= 1.0)
     ((16000,), True)
@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from musicpipe import atomic, paths
+from musicpipe.sources.base import NAME, Option, Source
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_NAME = "synthetic_demo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,3 +167,23 @@ def prepare_synthetic(name: str = "synthetic_demo", workspace: tp.Optional[tp.Un
     inputs = render_sources(name, workspace, tracks_per_genre, duration, seed=seed, genres=genres)
     return prepare_tracks(inputs, name, workspace, config or PrepareConfig(), force=force, write_dset_config=True,
                           progress=progress)
+
+
+def source_prepare(workspace: tp.Optional[tp.Union[str, Path]] = None, config: tp.Any = None, *,
+                   name: tp.Optional[str] = None, tracks_per_genre: int = 4, duration: float = 10.0, seed: int = 0,
+                   force: bool = False, progress: bool = True) -> tp.Dict[str, tp.Any]:
+    """The registry's prepare step: :func:`prepare_synthetic` (``name`` defaults to ``synthetic_demo``)."""
+    return prepare_synthetic(name or DEFAULT_NAME, workspace, config, tracks_per_genre=tracks_per_genre,
+                             duration=duration, seed=seed, force=force, progress=progress)
+
+
+SOURCE = Source(
+    name="synthetic", help="built-in clips in 4 audibly different genres, deterministic (CC0; the demo's data)",
+    prepare=source_prepare, dataset=lambda o: o.get("name") or DEFAULT_NAME,
+    prepare_options=(
+        NAME,
+        Option("tracks_per_genre", "--tracks-per-genre", "clips per genre", type=int, default=4),
+        Option("duration", "--duration", "seconds per clip", type=float, default=10.0),
+        Option("seed", None, "which clips (another seed: other clips and artists)", type=int, default=0),
+    ),
+)
