@@ -17,7 +17,8 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/musicpipe demo
 
-# The notebook chain for a real dataset, e.g. `make pipeline DATASET=fma_small_mini` (or all_files, fma_large);
+# The notebook chain for a real dataset, e.g. `make pipeline DATASET=fma_small_mini` (or all_files, fma_large,
+# finetune: fine-tune facebook/musicgen-small on your folder, params/finetune_small.yaml);
 # PARAMS=<file.yaml> passes papermill parameters.
 DATASET ?= fma_small_mini
 pipeline: setup

@@ -96,10 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation segments per check (default $CODEC_CHECK_SAMPLES or 5)")
     p.set_defaults(func=_train_codec)
 
-    p = sub.add_parser("train-lm", help="train (or resume) a MusicGen LM on a codec XP")
+    p = sub.add_parser("train-lm", help="train (or resume) a MusicGen LM on a codec, or fine-tune a released one")
     _add_training(p)
-    p.add_argument("--codec", required=True, help="XP signature of the trained codec, or `latest`")
-    p.add_argument("--conditioning", choices=["none", "genre", "text"], default="none")
+    p.add_argument("--codec", default=None,
+                   help="a codec XP (signature, folder, `latest`) or a released codec (facebook/encodec_32khz, or a "
+                        "folder holding compression_state_dict.bin); default with --init-from: the release's own")
+    p.add_argument("--init-from", default=None, metavar="NAME_OR_DIR",
+                   help="fine-tune a released MusicGen: a Hugging Face id (facebook/musicgen-small) or a release "
+                        "folder (state_dict.bin + compression_state_dict.bin, as `musicpipe export` writes)")
+    p.add_argument("--conditioning", choices=["none", "genre", "text"], default=None,
+                   help="default: none from scratch; with --init-from, the release's own conditioners")
     p.set_defaults(func=_train_lm)
 
     p = sub.add_parser("generate", help="generate audio from a trained LM (XP signature or export folder)")
@@ -276,17 +282,15 @@ def _train_codec(args: argparse.Namespace) -> int:
 
 
 def _train_lm(args: argparse.Namespace) -> int:
-    from musicpipe import presets, training
+    from musicpipe import training
 
-    preset = presets.load_preset(args.preset)
     if args.dry_run:
-        info = training.resolve_codec(args.codec, args.dataset or preset.dataset, args.workspace)
-        print("dora " + " ".join(presets.dora_run_args(
-            preset, "musicgen", dset=args.dataset, conditioning=args.conditioning, codec=info,
-            **_training_args(args))))
+        plan = training.plan_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,
+                                init_from=args.init_from, **_training_args(args))
+        print("dora " + " ".join(plan.args))
         return 0
-    run = training.train_lm(args.preset, args.codec, args.dataset, args.workspace,
-                            conditioning=args.conditioning, outputs=_outputs(args), **_training_args(args))
+    run = training.train_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,
+                            init_from=args.init_from, outputs=_outputs(args), **_training_args(args))
     print(f"{args.command}: xp {run.sig} done, {len(run.history())} epoch(s) in history, checkpoint {run.checkpoint}")
     return 0
 

@@ -75,19 +75,31 @@ def export_model(lm_sig: str, out_dir: tp.Union[str, Path], workspace: tp.Option
     lm = _xp(lm_sig, workspace)
     if lm.kind != "lm":
         raise ExportError(f"XP {lm_sig} is a codec; export the LM trained on it (it carries the codec along)")
-    try:
-        codec = lm.codec
-    except XPError as exc:
-        raise ExportError(str(exc)) from None
-    codec_sig = codec.sig
-    cfg = lm.config
+    ref = lm.codec_ref or ""
     out = Path(out_dir)
-    _save_atomic(_export_package(codec.require_checkpoint(), "compression"), out / CODEC_FILE)
+    if ref.startswith("//pretrained/") and not Path(ref[len("//pretrained/"):]).is_dir():
+        # a released hub codec: AudioCraft's own pointer package (what facebook/musicgen-* ship)
+        codec_sig = ref[len("//pretrained/"):]
+        _save_atomic({"pretrained": codec_sig, "exported": True}, out / CODEC_FILE)
+    else:
+        try:
+            codec = lm.codec
+        except XPError as exc:
+            raise ExportError(str(exc)) from None
+        if codec.is_export:  # a release folder's codec: copied as it is
+            codec_sig = str(codec.folder)
+            with atomic.atomic_path(out / CODEC_FILE) as tmp:
+                shutil.copyfile(codec.folder / CODEC_FILE, tmp)
+        else:
+            codec_sig = codec.sig
+            _save_atomic(_export_package(codec.require_checkpoint(), "compression"), out / CODEC_FILE)
+    cfg = lm.config
     _save_atomic(_export_package(lm.require_checkpoint(), "musicgen"), out / LM_FILE)
     info = {"lm_xp": lm_sig, "codec_xp": codec_sig, "sample_rate": cfg.get("sample_rate"),
             "channels": cfg.get("channels"), "conditioners": lm.conditioners,
             "segment_duration": cfg.get("dataset", {}).get("segment_duration"),
-            "dataset": lm.dataset, "conditioning": lm.record.get("conditioning")}
+            "dataset": lm.dataset, "conditioning": lm.record.get("conditioning"),
+            "init_from": lm.record.get("init_from")}
     atomic.write_json(out / "musicpipe.json", info, indent=1)
     logger.info("exported LM %s with codec %s to %s", lm_sig, codec_sig, out)
     return out

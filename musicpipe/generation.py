@@ -57,6 +57,19 @@ def load_musicgen(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None, 
     return MusicGen(f"musicpipe-{sig}", solver.compression_model, solver.model.eval(), max_duration=MAX_DURATION)
 
 
+def load_released_codec(ref: str, device: tp.Optional[str] = None) -> tp.Any:
+    """A released codec (a Hugging Face id or a folder holding ``compression_state_dict.bin``), eval mode.
+
+    AudioCraft's own ``CompressionModel.get_pretrained``, as training's ``//pretrained/`` does.
+    """
+    from audiocraft.models import CompressionModel
+
+    audiocraft_env.enable_checkpoint_loading()
+    folder = Path(ref).expanduser()
+    name = str(folder.resolve()) if folder.is_dir() else ref
+    return CompressionModel.get_pretrained(name, device=_device(device)).eval()
+
+
 def load_exported(folder: tp.Union[str, Path], device: tp.Optional[str] = None) -> tp.Any:
     """A ``MusicGen`` from an export folder (AudioCraft's loaders; works for unconditional models too)."""
     from audiocraft.models import MusicGen, loaders

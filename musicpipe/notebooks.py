@@ -45,7 +45,11 @@ CHAINS: tp.Dict[str, tp.List[str]] = {
                   _SMALL + "02_audiocraft_train_compression_debug.ipynb", _LM],
     "fma_large": [_LARGE + "01_fma_large_setup.ipynb", _LARGE + "01b_fma_large_downloader.ipynb",
                   _LARGE + "02_audiocraft_train_compression_debug.ipynb", _LM],
+    # fine-tune a released MusicGen instead of training a codec: environment, your data, notebook 03 with init_from
+    "finetune": [_SMALL + "01_fma_small_mini_setup.ipynb", _SMALL + "01b_fma_small_mini_downloader.ipynb", _LM],
 }
+# the parameters file a chain runs with when none is given (`make pipeline DATASET=finetune`)
+DEFAULT_PARAMS: tp.Dict[str, Path] = {"finetune": PARAMS_DIR / "finetune_small.yaml"}
 # the parameters the runner sets itself in every notebook that declares them
 RUNNER_PARAMS = ("workspace", "outputs")
 
@@ -239,8 +243,14 @@ def run_notebook(notebook: str, params: tp.Mapping[str, tp.Any], outputs: tp.Opt
 def run_chain(chain: str, params_file: tp.Optional[tp.Union[str, Path]] = None, overrides: tp.Sequence[str] = (),
               *, workspace: tp.Optional[tp.Union[str, Path]] = None,
               outputs: tp.Optional[tp.Union[str, Path]] = None, progress: bool = True) -> tp.Dict[str, tp.Any]:
-    """Run every notebook of ``chain`` in order; returns their summaries and the HTML pages to open."""
+    """Run every notebook of ``chain`` in order; returns their summaries and the HTML pages to open.
+
+    ``params_file`` defaults to the chain's own (:data:`DEFAULT_PARAMS`, e.g. ``finetune``'s), else none.
+    """
     notebooks = chain_for(chain)
+    if params_file is None and chain in DEFAULT_PARAMS:
+        params_file = DEFAULT_PARAMS[chain]
+        logger.info("chain %s with %s", chain, params_file)
     params = load_params(params_file, overrides)
     out_root = Path(outputs) if outputs else paths.OUTPUTS_DIR
     params["workspace"] = str(paths.workspace_root(workspace if workspace is not None else params.get("workspace")))

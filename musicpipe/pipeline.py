@@ -23,7 +23,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import combine as combine_mod
-from musicpipe import atomic, doctor, inspection, install, notebooks, paths, presets, training
+from musicpipe import atomic, doctor, inspection, install, notebooks, paths, presets, release, training
 from musicpipe import report as report_mod
 from musicpipe.xp import XP
 from training_checks import codec_quality_check as cqc
@@ -161,11 +161,11 @@ def _check_report(report: tp.Any, lines_key: str) -> tp.Dict[str, tp.Any]:
 
 
 def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[PathLike] = None, *,
-              preset: str = "demo_cpu", codec: tp.Optional[str] = None, conditioning: str = "none",
-              gpus: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
+              preset: str = "demo_cpu", codec: tp.Optional[str] = None, conditioning: tp.Optional[str] = None,
+              gpus: tp.Optional[int] = None, init_from: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
     """``training_checks.preflight`` as a dict (``ok``, ``failed``, ``text``); :func:`require` stops on FAIL."""
     report = run_preflight(dataset, solver=solver, codec=codec, preset=preset, workspace=workspace,
-                           conditioner=conditioning, gpus=gpus)
+                           conditioner=_checkable(conditioning), init_from=init_from, gpus=gpus)
     return _check_report(report, "results")
 
 
@@ -181,24 +181,37 @@ def train_codec(preset: str, dataset: str, workspace: tp.Optional[PathLike] = No
     return _run_info(run)
 
 
-def train_lm(preset: str, dataset: str, codec: str = "latest", workspace: tp.Optional[PathLike] = None, *,
-             conditioning: str = "none", outputs: tp.Optional[PathLike] = None, epochs: tp.Optional[int] = None,
-             batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
+def train_lm(preset: str, dataset: str, codec: tp.Optional[str] = "latest",
+             workspace: tp.Optional[PathLike] = None, *, conditioning: tp.Optional[str] = None,
+             init_from: tp.Optional[str] = None, outputs: tp.Optional[PathLike] = None,
+             epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
              overrides: tp.Sequence[str] = ()) -> tp.Dict[str, tp.Any]:
-    """Train (resume, or skip when finished) the MusicGen LM on ``codec`` (a sig or ``latest``).
+    """Train (resume, or skip when finished) the MusicGen LM on ``codec``, or fine-tune the release ``init_from``.
 
-    Returns the XP, folder, checkpoint, epochs, conditioning, and the codec XP and dataset it trained on.
+    Returns the XP, folder, checkpoint, epochs, conditioning, the codec and dataset it trained on, and the
+    release it started from (``init_from``, None from scratch).
     """
-    run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, epochs=epochs,
-                            batch_size=batch_size, gpus=gpus, overrides=overrides, outputs=_outputs(outputs))
-    return {**_run_info(run), "conditioning": conditioning, "codec": run.xp.record.get("codec"),
-            "dataset": run.xp.dataset}
+    run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, init_from=init_from,
+                            epochs=epochs, batch_size=batch_size, gpus=gpus, overrides=overrides,
+                            outputs=_outputs(outputs))
+    record = run.xp.record
+    return {**_run_info(run), "conditioning": record.get("conditioning"), "codec": record.get("codec"),
+            "dataset": run.xp.dataset, "init_from": record.get("init_from")}
+
+
+def _checkable(conditioning: tp.Optional[str]) -> tp.Optional[str]:
+    """What the checks know (none/genre/text) for a release's conditioner set, e.g. ``description+self_wav``."""
+    if conditioning is None or conditioning in ("none", "genre", "text"):
+        return conditioning
+    names = conditioning.split("+")
+    return "text" if "description" in names else "genre" if "genre" in names else "none"
 
 
 def check_conditioning(dataset: str, conditioning: str = "none", workspace: tp.Optional[PathLike] = None, *,
                        num_samples: int = 100) -> tp.Dict[str, tp.Any]:
     """``training_checks.validate_conditioning`` as a dict (``ok``, ``failed``, ``text``, shares, tokens)."""
-    report = validate_conditioning(dataset, num_samples=num_samples, conditioner=conditioning, workspace=workspace)
+    report = validate_conditioning(dataset, num_samples=num_samples, conditioner=_checkable(conditioning) or "none",
+                                   workspace=workspace)
     return _check_report(report, "checks")
 
 
@@ -307,20 +320,25 @@ def read_summary(notebook: str, outputs: tp.Optional[PathLike] = None) -> tp.Dic
 
 def chain_inputs(notebook: str, outputs: tp.Optional[PathLike] = None, *, preset: tp.Optional[str] = None,
                  dataset: tp.Optional[str] = None, codec: tp.Optional[str] = None,
-                 needs_codec: bool = False) -> tp.Dict[str, tp.Any]:
+                 needs_codec: bool = False, init_from: tp.Optional[str] = None,
+                 conditioning: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
     """What a training notebook works on: its own parameters when set, else what the chain handed forward.
 
     - ``dataset``: the parameter; else the dataset the newest earlier notebook produced (01d's combined set
       after 01b/01c, 02's dataset before 03); else the preset's dataset.
-    - ``codec`` (``needs_codec``): the parameter; else the codec XP notebook 02 produced, when it trained on
-      this dataset; else ``latest`` (:meth:`musicpipe.xp.XP.latest`: the newest codec on the dataset).
+    - ``codec`` (``needs_codec``): the parameter; else, fine-tuning (``init_from``), None: the release's own
+      codec; else the codec XP notebook 02 produced, when it trained on this dataset; else ``latest``
+      (:meth:`musicpipe.xp.XP.latest`: the newest codec on the dataset).
+    - ``conditioning`` (``needs_codec``): the parameter; else the release's own conditioners when fine-tuning;
+      else ``none``.
 
-    Returns ``{"dataset", "dataset_from", "codec", "codec_from"}`` (``*_from``: ``parameter``, the upstream
-    summary's path, ``preset <name>`` or ``latest``).
+    Returns ``{"dataset", "dataset_from"}`` plus, with ``needs_codec``, ``"codec", "codec_from",
+    "conditioning"`` (``*_from``: ``parameter``, the upstream summary's path, ``preset <name>``, ``latest`` or
+    ``release``).
 
     >>> chain_inputs("03_audiocraft_train_musicgen_uncond_debug", "/nonexistent", dataset="d", codec="0a1b2c3d",
     ...              needs_codec=True)
-    {'dataset': 'd', 'dataset_from': 'parameter', 'codec': '0a1b2c3d', 'codec_from': 'parameter'}
+    {'dataset': 'd', 'dataset_from': 'parameter', 'codec': '0a1b2c3d', 'codec_from': 'parameter', 'conditioning': 'none'}
     """
     out: tp.Dict[str, tp.Any] = {}
     if dataset not in (None, ""):
@@ -337,9 +355,20 @@ def chain_inputs(notebook: str, outputs: tp.Optional[PathLike] = None, *, preset
         found = notebooks.produced_upstream(notebook, "codec", outputs)
         if codec not in (None, "", "latest"):
             out.update(codec=codec, codec_from="parameter")
+        elif init_from not in (None, "") and codec in (None, ""):
+            out.update(codec=None, codec_from="release")
         elif codec != "latest" and found is not None and found[1].get("dataset") == out["dataset"]:
             out.update(codec=found[1]["codec"], codec_from=str(summary_path(found[0], outputs)))
         else:
             out.update(codec="latest", codec_from="latest")
+        if conditioning not in (None, ""):
+            out["conditioning"] = conditioning
+        elif init_from not in (None, ""):
+            try:
+                out["conditioning"] = release.Release.resolve(init_from).conditioning
+            except release.ReleaseError as exc:
+                raise PipelineError(f"init_from {init_from}: {exc}") from None
+        else:
+            out["conditioning"] = "none"
     logger.info("%s works on %s", notebook, ", ".join(f"{k}={v}" for k, v in out.items()))
     return out

@@ -42,24 +42,50 @@ class Preset:
     description: str
     dataset: str
     gpus: int
-    compression: SolverPreset
+    compression: tp.Optional[SolverPreset]  # None: a fine-tuning preset, which trains no codec
     musicgen: SolverPreset
 
     def for_solver(self, kind: str) -> SolverPreset:
         if kind not in SOLVERS:
             raise PresetError(f"unknown solver kind {kind!r}: expected one of {', '.join(SOLVERS)}")
-        return getattr(self, kind)
+        spec = getattr(self, kind)
+        if spec is None:
+            raise PresetError(f"preset {self.name!r} has no {kind} solver (a fine-tuning preset trains the LM only)")
+        return spec
 
 
 @dataclasses.dataclass(frozen=True)
 class CodecInfo:
-    """What the LM needs from a trained codec: its XP signature and token layout."""
+    """What the LM needs from a codec: its name (an XP signature, or a release) and token layout.
+
+    ``checkpoint`` is the ``compression_model_checkpoint`` value (default ``//sig/<sig>``, a codec XP of the
+    workspace; ``//pretrained/<id or folder>`` for a released codec).
+    """
 
     sig: str
     n_q: int
     card: int
     sample_rate: int = 32000
     channels: int = 1
+    checkpoint: tp.Optional[str] = None
+    frame_rate: tp.Optional[float] = None
+
+    @property
+    def compression_checkpoint(self) -> str:
+        return self.checkpoint or f"//sig/{self.sig}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """Fine-tuning a released LM: where its weights come from and the architecture stored with them.
+
+    ``continue_from``: ``//pretrained/<id or folder>``; ``conditioner``: the conditioner group holding the
+    release's own conditioning; ``architecture``: ``++key=value`` overrides of the stored LM architecture.
+    """
+
+    continue_from: str
+    conditioner: str
+    architecture: tp.Tuple[str, ...] = ()
 
 
 def available_presets(presets_dir: Path = paths.PRESETS_DIR) -> tp.List[str]:
@@ -77,8 +103,11 @@ def load_preset(name: str, presets_dir: Path = paths.PRESETS_DIR) -> Preset:
     if not isinstance(data, dict):
         raise PresetError(f"{path}: expected a mapping at the top level")
     try:
-        solvers = {}
+        solvers: tp.Dict[str, tp.Optional[SolverPreset]] = {}
         for kind in SOLVERS:
+            if kind == "compression" and data.get(kind) is None and "compression" in data:
+                solvers[kind] = None  # `compression: null`: fine-tuning presets train no codec
+                continue
             block = data[kind]
             overrides = block.get("overrides") or {}
             if not isinstance(overrides, dict):
@@ -125,7 +154,7 @@ def dora_run_args(preset: Preset, kind: str, *, dset: tp.Optional[str] = None,
                   conditioning: tp.Optional[str] = None, codec: tp.Optional[CodecInfo] = None,
                   epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None,
                   segment_seconds: tp.Optional[float] = None, gpus: tp.Optional[int] = None,
-                  overrides: tp.Iterable[str] = ()) -> tp.List[str]:
+                  overrides: tp.Iterable[str] = (), finetune: tp.Optional[FineTune] = None) -> tp.List[str]:
     """The argument list after ``dora`` (``["run", ...]``) for one solver of a preset.
 
     Args:
@@ -139,6 +168,16 @@ def dora_run_args(preset: Preset, kind: str, *, dset: tp.Optional[str] = None,
             ``dataset.segment_duration``.
         gpus: more than 1 adds ``-d --ddp_workers N`` (one process per GPU); default the preset's.
         overrides: free ``key=value`` Hydra overrides, applied last (they replace preset values).
+        finetune: musicgen only: start from a released LM (``continue_from``) with its own architecture and
+            conditioning; the preset's model scale is dropped, its optimizer/schedule/data settings kept.
+
+    Example (fine-tuning):
+        >>> ft = FineTune("//pretrained/facebook/musicgen-small", "release_0a1b2c3d", ("++transformer_lm.dim=1024",))
+        >>> args = dora_run_args(load_preset("demo_cpu"), "musicgen", finetune=ft,
+        ...                      codec=CodecInfo("facebook/encodec_32khz", 4, 2048,
+        ...                                      checkpoint="//pretrained/facebook/encodec_32khz"))
+        >>> [a for a in args if a.startswith(("conditioner", "continue_from", "++", "compression", "model/"))]
+        ['conditioner=release_0a1b2c3d', 'compression_model_checkpoint=//pretrained/facebook/encodec_32khz', 'continue_from=//pretrained/facebook/musicgen-small', '++transformer_lm.dim=1024']
     """
     spec = preset.for_solver(kind)
     values: tp.Dict[str, str] = {"solver": spec.solver, "dset": f"audio/{dset or preset.dataset}"}
@@ -146,19 +185,29 @@ def dora_run_args(preset: Preset, kind: str, *, dset: tp.Optional[str] = None,
         cond = conditioning or "none"
         if cond not in CONDITIONERS:
             raise PresetError(f"unknown conditioning {cond!r}: expected one of {', '.join(CONDITIONERS)}")
-        values["conditioner"] = CONDITIONERS[cond]
+        values["conditioner"] = CONDITIONERS[cond] if finetune is None else finetune.conditioner
         if codec is None:
             raise PresetError("musicgen training needs a codec (its XP signature, n_q and card)")
     elif conditioning not in (None, "none"):
         raise PresetError("conditioning applies to musicgen only")
+    if finetune is not None and kind != "musicgen":
+        raise PresetError("fine-tuning applies to musicgen only")
     for key, value in spec.overrides.items():
+        if finetune is not None and (key.startswith("model/lm/model_scale") or key.startswith("transformer_lm.")):
+            continue  # the released model's architecture wins
         values[key] = format_value(value)
     if codec is not None:
         if kind != "musicgen":
             raise PresetError("a codec applies to musicgen only")
-        values["compression_model_checkpoint"] = f"//sig/{codec.sig}"
+        values["compression_model_checkpoint"] = format_value(codec.compression_checkpoint)
         values["transformer_lm.n_q"] = str(codec.n_q)
         values["transformer_lm.card"] = str(codec.card)
+    if finetune is not None:
+        values["continue_from"] = format_value(finetune.continue_from)
+        for item in finetune.architecture:
+            key, _, value = item.partition("=")
+            if key.lstrip("+") not in ("transformer_lm.n_q", "transformer_lm.card"):  # set from the codec above
+                values[key] = value
     if epochs is not None:
         values["optim.epochs"] = str(int(epochs))
     if batch_size is not None:

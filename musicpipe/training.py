@@ -11,15 +11,17 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import urllib.error
 import urllib.request
 import typing as tp
 from pathlib import Path
 
-from musicpipe import dora, export, manifests, paths, presets
-from musicpipe.xp import XP, XPError
+from musicpipe import dora, export, manifests, paths, presets, release
+from musicpipe.xp import CODEC_FILE, XP, XPError
 
 MIN_FREE_GB = 1.0
 
@@ -131,24 +133,128 @@ def check_t5(name: str = T5_DEFAULT, *, cache_dir: tp.Optional[str] = None, endp
         "with --conditioning genre or none.")
 
 
+def _is_release_codec(codec: str) -> bool:
+    """A hub id, or a folder holding ``compression_state_dict.bin`` that is not a Dora XP folder."""
+    if release.is_hub_id(codec):
+        return True
+    folder = Path(codec).expanduser()
+    return folder.is_dir() and (folder / CODEC_FILE).is_file() and not (folder / "checkpoint.th").exists()
+
+
 def resolve_codec(codec: str, dataset: tp.Optional[str] = None,
                   workspace: tp.Optional[tp.Union[str, Path]] = None) -> presets.CodecInfo:
-    """The codec an LM trains on: a signature, an XP folder/checkpoint, or ``latest`` (on ``dataset``).
+    """The codec an LM trains on: a codec XP (signature, folder, checkpoint, ``latest``) or a released codec.
 
     ``latest`` is :meth:`musicpipe.xp.XP.latest`: the codec XP trained on ``dataset`` whose checkpoint was
-    written last. TrainingInputError naming the XP when it is not a trained codec.
+    written last. A released codec is a Hugging Face id (``facebook/encodec_32khz``) or a folder holding
+    ``compression_state_dict.bin`` (``musicpipe export`` writes one). TrainingInputError naming it otherwise.
     """
+    if _is_release_codec(str(codec)):
+        try:
+            return release.codec_info(str(codec))
+        except release.ReleaseError as exc:
+            raise TrainingInputError(str(exc)) from None
     try:
         codec_xp = XP.resolve(codec, workspace, kind="codec", dataset=dataset)
-        if codec_xp.is_export:
-            raise XPError(f"{codec_xp.folder}: training on an exported codec is not supported yet; train on a "
-                          "codec XP of this workspace")
         info = codec_xp.codec_info()
     except XPError as exc:
         raise TrainingInputError(str(exc)) from None
     if codec != codec_xp.sig:
         logger.info("codec %s%s: %s", codec, f" for {dataset}" if dataset else "", codec_xp.sig)
-    return info
+    hop = _codec_hop(codec_xp.config)
+    return dataclasses.replace(info, frame_rate=info.sample_rate / hop if hop else None)
+
+
+def _codec_hop(cfg: tp.Mapping[str, tp.Any]) -> tp.Optional[int]:
+    ratios = (cfg.get("seanet") or {}).get("ratios")
+    try:
+        return math.prod(int(r) for r in ratios) if ratios else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class LMPlan:
+    """What ``train-lm`` launches: the ``dora run`` arguments and what they were built from."""
+
+    args: tp.List[str]
+    dataset: str
+    codec: presets.CodecInfo
+    conditioning: str
+    init_from: tp.Optional[str] = None  # the release's ref (hub id or absolute folder) when fine-tuning
+    env: tp.Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _conditioning_name(names: tp.Iterable[str]) -> str:
+    names = set(names)
+    return "none" if not names else "genre" if names == {"genre"} else "text" if names == {"description"} \
+        else "+".join(sorted(names))
+
+
+def plan_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[str] = None,
+            workspace: tp.Optional[tp.Union[str, Path]] = None, *, conditioning: tp.Optional[str] = None,
+            init_from: tp.Optional[str] = None, epochs: tp.Optional[int] = None,
+            batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
+            gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), check_text: bool = True) -> LMPlan:
+    """Resolve the codec, the release and the conditioning of an LM run and build its ``dora run`` arguments.
+
+    Launches nothing (``train-lm --dry-run`` and preflight use it too). From scratch, ``codec`` is required and
+    ``conditioning`` defaults to ``none``. With ``init_from`` (a Hugging Face id or a release folder), the LM's
+    architecture and conditioners are the release's own (its stored ``xp.cfg``), the preset contributes the
+    optimizer, schedule, batch and data settings, ``codec`` defaults to the release's own codec, and a codec or a
+    conditioning that does not fit the release is refused, naming both. ``check_text``: for text conditioning,
+    check that T5 loads (:func:`check_t5`) and set ``HF_HUB_OFFLINE`` accordingly in the plan's ``env``.
+    """
+    spec = presets.load_preset(preset)
+    dataset = dataset or spec.dataset
+    finetune = None
+    ref = None
+    if init_from not in (None, ""):
+        try:
+            rel = release.Release.resolve(str(init_from))
+            lm_cfg = rel.lm_config
+            own_checkpoint, own_spec = rel.codec
+        except release.ReleaseError as exc:
+            raise TrainingInputError(f"--init-from {init_from}: {exc}") from None
+        ref = rel.ref
+        if codec in (None, ""):
+            info = presets.CodecInfo(sig=own_checkpoint[len("//pretrained/"):], n_q=own_spec.n_q, card=own_spec.card,
+                                     sample_rate=own_spec.sample_rate, channels=own_spec.channels,
+                                     checkpoint=own_checkpoint, frame_rate=own_spec.frame_rate)
+        else:
+            info = resolve_codec(codec, dataset, workspace)
+        try:
+            release.check_codec_fits(lm_cfg, rel.ref, info, own_spec.frame_rate)
+        except release.ReleaseError as exc:
+            raise TrainingInputError(str(exc)) from None
+        stored = _conditioning_name((lm_cfg.get("conditioners") or {}).keys())
+        if conditioning not in (None, "") and conditioning != stored:
+            raise TrainingInputError(f"--conditioning {conditioning}: the released model {rel.ref} is conditioned on "
+                                     f"{stored} (its stored conditioners: "
+                                     f"{', '.join(sorted((lm_cfg.get('conditioners') or {}).keys())) or 'none'}); "
+                                     "fine-tuning keeps the released conditioners (leave --conditioning unset)")
+        conditioning = stored
+        finetune = presets.FineTune(continue_from=rel.pretrained, conditioner=release.write_conditioner_config(
+            rel, workspace), architecture=tuple(release.architecture_overrides(lm_cfg)))
+    else:
+        if codec in (None, ""):
+            raise TrainingInputError("an LM trains on a codec: pass --codec (a codec XP, `latest`, a released codec "
+                                     "such as facebook/encodec_32khz or an export folder), or --init-from a release")
+        info = resolve_codec(codec, dataset, workspace)
+        conditioning = conditioning or "none"
+    env: tp.Dict[str, str] = {}
+    if check_text and (conditioning == "text" or "description" in conditioning.split("+")):
+        t5 = presets.parse_overrides(overrides).get("conditioners.description.t5.name")
+        if t5 is None and finetune is not None:
+            t5 = (((lm_cfg.get("conditioners") or {}).get("description") or {}).get("t5") or {}).get("name")
+        t5 = t5 or T5_DEFAULT
+        source = check_t5(t5)
+        env["HF_HUB_OFFLINE"] = "1" if source == "cache" else "0"
+        logger.info("T5 %s: loading from the %s", t5, "local cache" if source == "cache" else "Hugging Face hub")
+    args = presets.dora_run_args(spec, "musicgen", dset=dataset, conditioning=conditioning if finetune is None
+                                 else "none", codec=info, epochs=epochs, batch_size=batch_size,
+                                 segment_seconds=segment_seconds, gpus=gpus, overrides=overrides, finetune=finetune)
+    return LMPlan(args=args, dataset=dataset, codec=info, conditioning=conditioning, init_from=ref, env=env)
 
 
 def train_codec(preset: str, dataset: tp.Optional[str] = None,
@@ -185,40 +291,35 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
     return _finish(run, workspace, outputs, kind="compression", preset=preset, dataset=dataset, args=args)
 
 
-def train_lm(preset: str, codec: str, dataset: tp.Optional[str] = None,
-             workspace: tp.Optional[tp.Union[str, Path]] = None, *, conditioning: str = "none",
-             epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None,
-             segment_seconds: tp.Optional[float] = None, gpus: tp.Optional[int] = None,
-             overrides: tp.Sequence[str] = (), echo: bool = True,
+def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[str] = None,
+             workspace: tp.Optional[tp.Union[str, Path]] = None, *, conditioning: tp.Optional[str] = None,
+             init_from: tp.Optional[str] = None, epochs: tp.Optional[int] = None,
+             batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
+             gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
              outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, rerun: bool = False,
              env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
-    """Train (or resume) a MusicGen LM on the codec XP ``codec`` (n_q and card taken from it).
+    """Train (or resume) a MusicGen LM: from scratch on ``codec``, or fine-tuning the release ``init_from``.
 
-    ``codec``: a signature, an XP folder or checkpoint, or ``latest`` (:meth:`musicpipe.xp.XP.latest`: the codec
-    trained on ``dataset`` whose checkpoint was written last). Refuses a codec whose
-    sample rate differs from the dataset's. ``env`` and re-runs as in :func:`train_codec`.
+    ``codec``: a signature, an XP folder or checkpoint, ``latest`` (:meth:`musicpipe.xp.XP.latest`: the codec
+    trained on ``dataset`` whose checkpoint was written last), or a released codec (:func:`resolve_codec`).
+    ``init_from``: a Hugging Face id (``facebook/musicgen-small``) or a release folder (``musicpipe export``);
+    see :func:`plan_lm`. The XP signature changes with the init source; re-running the same call resumes the
+    same XP (its own checkpoint, not the release again). Refuses a codec whose sample rate differs from the
+    dataset's. ``env`` and re-runs as in :func:`train_codec`.
     """
-    spec = presets.load_preset(preset)
-    dataset = dataset or spec.dataset
-    check_manifests(dataset, workspace)
+    check_manifests(dataset or presets.load_preset(preset).dataset, workspace)
     check_disk(workspace)
-    info = resolve_codec(codec, dataset, workspace)
-    codec = info.sig
-    env = dict(env or {})
-    if conditioning == "text":
-        t5 = presets.parse_overrides(overrides).get("conditioners.description.t5.name", T5_DEFAULT)
-        source = check_t5(t5)
-        env["HF_HUB_OFFLINE"] = "1" if source == "cache" else "0"
-        logger.info("T5 %s: loading from the %s", t5, "local cache" if source == "cache" else "Hugging Face hub")
-    rates = {r.sample_rate for r in manifests.read_manifest(paths.dataset_dir(dataset, workspace) / "egs" / "train")}
+    plan = plan_lm(preset, codec, dataset, workspace, conditioning=conditioning, init_from=init_from, epochs=epochs,
+                   batch_size=batch_size, segment_seconds=segment_seconds, gpus=gpus, overrides=overrides)
+    info = plan.codec
+    rates = {r.sample_rate for r in manifests.read_manifest(paths.dataset_dir(plan.dataset, workspace) / "egs" /
+                                                            "train")}
     if rates != {info.sample_rate}:
-        raise TrainingInputError(f"codec {codec} works at {info.sample_rate} Hz but dataset {dataset!r} is at "
+        raise TrainingInputError(f"codec {info.sig} works at {info.sample_rate} Hz but dataset {plan.dataset!r} is at "
                                  f"{sorted(rates)} Hz: prepare the data at the codec's rate or train a codec on it")
-    args = presets.dora_run_args(spec, "musicgen", dset=dataset, conditioning=conditioning, codec=info,
-                                 epochs=epochs, batch_size=batch_size, segment_seconds=segment_seconds,
-                                 gpus=gpus, overrides=overrides)
-    logger.info("LM on %s with codec %s (n_q=%d, card=%d), conditioning %s", dataset, codec, info.n_q, info.card,
-                conditioning)
-    run = _launch(args, workspace, echo, env, rerun)
-    return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=dataset, codec=codec,
-                   conditioning=conditioning, args=args)
+    logger.info("LM on %s with codec %s (n_q=%d, card=%d), conditioning %s%s", plan.dataset, info.sig, info.n_q,
+                info.card, plan.conditioning, f", fine-tuning {plan.init_from}" if plan.init_from else "")
+    run = _launch(plan.args, workspace, echo, {**plan.env, **(env or {})}, rerun)
+    return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=plan.dataset, codec=info.sig,
+                   conditioning=plan.conditioning, args=plan.args,
+                   **({"init_from": plan.init_from} if plan.init_from else {}))

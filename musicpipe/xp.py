@@ -376,6 +376,11 @@ class XP:
         ref = self.codec_ref or ""
         if ref.startswith("//sig/"):
             return XP.from_sig(ref[len("//sig/"):], self.workspace)
+        if ref.startswith("//pretrained/") and is_export(ref[len("//pretrained/"):]):
+            return XP(folder=Path(ref[len("//pretrained/"):]), source="export")  # a released codec's folder
+        if ref.startswith("//pretrained/"):
+            raise XPError(f"LM XP {self.sig} was trained on the released codec {ref[len('//pretrained/'):]} "
+                          "(a Hugging Face id), not on a codec of this workspace")
         if ref and Path(ref).exists():
             return XP.resolve(ref, self.workspace)
         raise XPError(f"LM XP {self.sig} was not trained on a codec XP of this workspace ({ref!r})")

@@ -41,10 +41,15 @@ def test_all_files_chain_hands_the_combined_set_and_the_codec_forward(tmp_path: 
     _ran(out, CODEC, 20, codec="0a1b2c3d", dataset="all_files")
     lm = pipeline.chain_inputs(LM, out, preset="fma_small_mini", needs_codec=True)
     assert lm == {"dataset": "all_files", "dataset_from": str(pipeline.summary_path(CODEC, out)),
-                  "codec": "0a1b2c3d", "codec_from": str(pipeline.summary_path(CODEC, out))}
+                  "codec": "0a1b2c3d", "codec_from": str(pipeline.summary_path(CODEC, out)), "conditioning": "none"}
     # explicit parameters still win, and "latest" keeps its meaning
-    assert pipeline.chain_inputs(LM, out, dataset="other", codec="12345678", needs_codec=True) == {
-        "dataset": "other", "dataset_from": "parameter", "codec": "12345678", "codec_from": "parameter"}
+    assert pipeline.chain_inputs(LM, out, dataset="other", codec="12345678", needs_codec=True,
+                                 conditioning="genre") == {
+        "dataset": "other", "dataset_from": "parameter", "codec": "12345678", "codec_from": "parameter",
+        "conditioning": "genre"}
+    # fine-tuning: no codec given means the release's own, not 02's
+    got = pipeline.chain_inputs(LM, out, needs_codec=True, init_from="facebook/musicgen-small", conditioning="text")
+    assert (got["codec"], got["codec_from"], got["conditioning"]) == (None, "release", "text")
     assert pipeline.chain_inputs(LM, out, codec="latest", needs_codec=True)["codec"] == "latest"
     # a dataset other than the one 02 trained on: the codec is not taken from 02 but found as `latest` on it
     assert pipeline.chain_inputs(LM, out, dataset="other", needs_codec=True)["codec"] == "latest"

@@ -65,6 +65,21 @@ def test_demo_parameters_are_all_declared_by_the_demo_chain():
     assert params["preset"] == "demo_cpu" and params["source"] == "synthetic"
 
 
+def test_finetune_chain_parameters_are_declared_and_fine_tune():
+    """`make pipeline DATASET=finetune`: its default parameters reach notebook 03 as a fine-tune of a release."""
+    assert notebooks.DEFAULT_PARAMS["finetune"] == notebooks.PARAMS_DIR / "finetune_small.yaml"
+    params = notebooks.load_params(notebooks.DEFAULT_PARAMS["finetune"])
+    declared = set()
+    for rel in notebooks.chain_for("finetune"):
+        declared |= set(notebooks.declared_parameters(notebooks.NOTEBOOKS_DIR / rel))
+    assert set(params) - declared == set()
+    lm = notebooks.notebook_parameters("03_audiocraft_train_musicgen_uncond_debug.ipynb", params,
+                                       notebooks.declared_parameters(notebooks.NOTEBOOKS_DIR /
+                                                                     "03_audiocraft_train_musicgen_uncond_debug.ipynb"))
+    assert lm == {"preset": "finetune_small", "init_from": "facebook/musicgen-small"}
+    assert "02_audiocraft_train_compression_debug.ipynb" not in " ".join(notebooks.chain_for("finetune"))
+
+
 def test_load_params_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")

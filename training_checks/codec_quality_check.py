@@ -43,11 +43,11 @@ import argparse
 import logging
 import typing as tp
 
-from musicpipe import generation, manifests, paths
+from musicpipe import generation, manifests, paths, release
 from musicpipe.codec_metrics import (  # noqa: F401 - re-exported: the check's public API
     MEL_FLOOR, MEL_HOP, MEL_N_FFT, MEL_N_MELS, METRICS, CodecCheckError, audiocraft_sisnr_loss, check_codec, l1,
     mel_distance, mse, read_segment, sample_metrics, select_segments, si_snr_db, write_wav)
-from musicpipe.xp import XP, XPError
+from musicpipe.xp import CODEC_FILE, XP, XPError
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def run_check(checkpoint: tp.Optional[str] = None, *, dataset: tp.Optional[str] 
 
     Args:
         checkpoint: an XP signature (8 hex digits), an XP folder, or a ``checkpoint.th`` in one (a published
-            ``Checkpoints Small/<sig>/checkpoint.th`` link works too); None: the latest codec XP
-            (:func:`musicpipe.training.latest_codec` when ``dataset`` is given, else :func:`latest_codec_xp`).
+            ``Checkpoints Small/<sig>/checkpoint.th`` link works too), or a released codec (a Hugging Face id or a
+            folder holding ``compression_state_dict.bin``; ``dataset`` is then required); None: the latest codec XP
+            (:meth:`musicpipe.xp.XP.latest`: the codec XP, on ``dataset`` when given, whose checkpoint is newest).
         dataset: whose ``egs/valid/data.jsonl`` to draw from; default the XP's own (``musicpipe.json``,
             else its config's ``datasource.valid``).
         workspace: the musicpipe workspace (default ``$MUSICPIPE_WORKSPACE`` or ``<repo>/workspace``; for a
@@ -110,6 +111,9 @@ def run_check(checkpoint: tp.Optional[str] = None, *, dataset: tp.Optional[str] 
         >>> s["xp"], s["num_samples"], sorted(p.name for p in Path("/tmp/cq").iterdir())[:2]  # doctest: +SKIP
         ('08e4d3f1', 2, ['sample_0_original.wav', 'sample_0_reconstructed.wav'])
     """
+    if checkpoint not in (None, "", "latest") and _is_release(str(checkpoint)):
+        return _run_release_check(str(checkpoint), dataset=dataset, workspace=workspace, num_samples=num_samples,
+                                  output=output, seed=seed, segment_seconds=segment_seconds)
     sig, folder, ws = resolve_xp(checkpoint, dataset, workspace)
     try:
         name, egs = XP(folder=folder, sig=sig, workspace=ws).egs_dir("valid", dataset)
@@ -125,6 +129,36 @@ def run_check(checkpoint: tp.Optional[str] = None, *, dataset: tp.Optional[str] 
                           "workspace": None if workspace is None else str(workspace), "num_samples": num_samples,
                           "output": None if output is None else str(output), "seed": seed,
                           "segment_seconds": segment_seconds}}
+    return check_codec(model, segments, out, num_samples=num_samples, seed=seed, segment_seconds=segment_seconds,
+                       info=info)
+
+
+def _is_release(ref: str) -> bool:
+    """A released codec: a Hugging Face id, or a folder with ``compression_state_dict.bin`` (not a Dora XP)."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        return (folder / CODEC_FILE).is_file() and not (folder / "checkpoint.th").exists()
+    return release.is_hub_id(ref)
+
+
+def _run_release_check(ref: str, *, dataset: tp.Optional[str], workspace: tp.Optional[PathLike], num_samples: int,
+                       output: tp.Optional[PathLike], seed: int, segment_seconds: tp.Optional[float]
+                       ) -> tp.Dict[str, tp.Any]:
+    """The check of a released codec (AudioCraft's ``CompressionModel.get_pretrained``) on ``dataset``."""
+    if not dataset:
+        raise CodecCheckError(f"{ref}: a released codec records no dataset; pass --dataset")
+    ws = paths.workspace_root(workspace)
+    egs = paths.dataset_dir(dataset, ws) / "egs" / "valid"
+    segments = valid_segments(egs)
+    name = Path(ref).name if Path(ref).expanduser().is_dir() else ref.replace("/", "--")
+    out = Path(output) if output is not None else paths.OUTPUTS_DIR / "codec_quality_check" / name
+    logger.info("released codec %s on %d valid segments of %s -> %s", ref, len(segments), dataset, out)
+    model = generation.load_released_codec(ref)
+    info = {"xp": None, "release": str(Path(ref).expanduser().resolve()) if Path(ref).expanduser().is_dir() else ref,
+            "dataset": dataset, "manifest": str(egs / "data.jsonl"), "workspace": str(ws),
+            "run_check": {"checkpoint": ref, "dataset": dataset, "workspace": None if workspace is None else
+                          str(workspace), "num_samples": num_samples, "output": None if output is None else str(output),
+                          "seed": seed, "segment_seconds": segment_seconds}}
     return check_codec(model, segments, out, num_samples=num_samples, seed=seed, segment_seconds=segment_seconds,
                        info=info)
 

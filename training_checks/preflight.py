@@ -714,7 +714,8 @@ def check_codec_match(info: tp.Any, cfg: _Config, records: tp.Mapping[str, tp.Se
 
 
 def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[str] = None,
-                  preset: str = "demo_cpu", workspace: tp.Optional[PathLike] = None, *, conditioner: str = "none",
+                  preset: str = "demo_cpu", workspace: tp.Optional[PathLike] = None, *,
+                  conditioner: tp.Optional[str] = None, init_from: tp.Optional[str] = None,
                   sample: tp.Optional[int] = DEFAULT_SAMPLE, seed: int = 0, gpus: tp.Optional[int] = None,
                   overrides: tp.Sequence[str] = (), min_free_gb: tp.Optional[float] = None,
                   min_long_share: float = 0.5, t5_timeout: float = 5.0) -> PreflightReport:
@@ -724,10 +725,13 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
         dataset: the prepared dataset (``<ws>/data/<dataset>``, ``dset=audio/<dataset>``).
         solver: ``compression`` (codec) or ``musicgen`` (LM).
         codec: musicgen only: the codec XP signature; None or ``"latest"``: the dataset's latest codec
-            (:func:`musicpipe.training.latest_codec`).
+            (:meth:`musicpipe.xp.XP.latest`).
         preset: ``model_config/presets/<preset>.yaml``.
         workspace: default ``$MUSICPIPE_WORKSPACE`` or ``<repo>/workspace``.
-        conditioner: musicgen only: ``none`` | ``genre`` | ``text`` (as ``train-lm --conditioning``).
+        conditioner: musicgen only: ``none`` | ``genre`` | ``text`` (as ``train-lm --conditioning``); None: what
+            training would use (``none`` from scratch, the release's own with ``init_from``).
+        init_from: musicgen only: fine-tune this release (a Hugging Face id or a release folder), as
+            ``train-lm --init-from``: the config is composed with its architecture and conditioners.
         sample: files decoded per split (None: all), chosen with ``random.Random(seed)``.
         gpus: processes (GPUs) to launch; default the preset's (as :func:`musicpipe.presets.dora_run_args`).
         overrides: extra Hydra ``key=value`` overrides, as given to training.
@@ -746,12 +750,14 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
     """
     if solver not in SOLVERS:
         raise PreflightError(f"unknown solver {solver!r}: expected {' or '.join(SOLVERS)}")
-    if conditioner not in CONDITIONERS:
+    if conditioner is not None and conditioner not in CONDITIONERS:
         raise PreflightError(f"unknown conditioner {conditioner!r}: expected one of {', '.join(CONDITIONERS)}")
     if solver == "compression" and codec not in (None, ""):
         raise PreflightError("--codec applies to the musicgen solver only")
-    if solver == "compression" and conditioner != "none":
+    if solver == "compression" and conditioner not in (None, "none"):
         raise PreflightError("--conditioner applies to the musicgen solver only")
+    if solver == "compression" and init_from not in (None, ""):
+        raise PreflightError("--init-from applies to the musicgen solver only")
     if sample is not None and sample < 1:
         raise PreflightError(f"sample must be at least 1 (or None for all files), got {sample}")
     if gpus is not None and gpus < 0:
@@ -782,17 +788,29 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
     # the codec first: the LM config is composed with its n_q/card, as training does
     info = None
     codec_result = None
-    if solver == "musicgen":
+    args = None
+    if solver == "musicgen" and init_from not in (None, ""):
+        try:  # the release decides the architecture, the conditioning and (by default) the codec
+            plan = training.plan_lm(preset, codec, dataset, ws, conditioning=conditioner, init_from=init_from, gpus=gpus,
+                                    overrides=overrides, check_text=False)
+            info, args, conditioner = plan.codec, plan.args, plan.conditioning
+            results.append(CheckResult("init from", PASS, f"{plan.init_from}: conditioning {plan.conditioning}, "
+                                                          f"codec {info.sig}", {"release": plan.init_from}))
+        except (training.TrainingInputError, presets.PresetError) as exc:
+            results.append(CheckResult("init from", FAIL, _one_line(exc), {"release": init_from}))
+    elif solver == "musicgen":
         got = guarded("codec", lambda: resolve_codec(codec, dataset, ws))
         if got is not None:
             info, codec_result = got
-    try:
-        args = presets.dora_run_args(
-            spec, solver, dset=dataset, conditioning=conditioner if solver == "musicgen" else None,
-            codec=(info or presets.CodecInfo(PLACEHOLDER_CODEC, n_q=4, card=2048)) if solver == "musicgen" else None,
-            gpus=gpus, overrides=overrides)
-    except presets.PresetError as exc:
-        raise PreflightError(str(exc)) from None
+    conditioner = conditioner or "none"
+    if args is None:
+        try:
+            args = presets.dora_run_args(
+                spec, solver, dset=dataset, conditioning=conditioner if solver == "musicgen" else None,
+                codec=(info or presets.CodecInfo(PLACEHOLDER_CODEC, n_q=4, card=2048)) if solver == "musicgen"
+                else None, gpus=gpus, overrides=overrides)
+        except presets.PresetError as exc:
+            raise PreflightError(str(exc)) from None
     solver_config = spec.for_solver(solver).solver
     compose_error: tp.Optional[BaseException] = None
     try:
@@ -840,7 +858,7 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
             guarded("codec", lambda: results.append(check_codec_match(info, cfg, records)))
         elif codec_result is not None:
             results.append(codec_result)
-    settings = {"sample": sample, "seed": seed, "conditioner": conditioner, "processes": world,
+    settings = {"sample": sample, "seed": seed, "conditioner": conditioner, "init_from": init_from, "processes": world,
                 "overrides": list(overrides), "min_free_gb": need_gb, "min_long_share": min_long_share,
                 "dora_args": args}
     report = PreflightReport(dataset=dataset, solver=solver, preset=preset, workspace=str(ws),
@@ -874,9 +892,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, help="prepared dataset name (dset=audio/<name>)")
     parser.add_argument("--solver", choices=SOLVERS, default="compression")
     parser.add_argument("--codec", default=None,
-                        help="musicgen: codec XP signature (default: the dataset's latest codec)")
+                        help="musicgen: a codec XP signature or a released codec (default: the dataset's latest codec "
+                             "XP; with --init-from, the release's own codec)")
+    parser.add_argument("--init-from", default=None, metavar="NAME_OR_DIR",
+                        help="musicgen: fine-tune this release (Hugging Face id or release folder), as train-lm does")
     parser.add_argument("--preset", default="demo_cpu", help="model_config/presets/<name>.yaml")
-    parser.add_argument("--conditioner", "--conditioning", dest="conditioner", choices=CONDITIONERS, default="none",
+    parser.add_argument("--conditioner", "--conditioning", dest="conditioner", choices=CONDITIONERS, default=None,
                         help="musicgen: the conditioning train-lm will use")
     parser.add_argument("--workspace", default=None, help="musicpipe workspace (default $MUSICPIPE_WORKSPACE)")
     parser.add_argument("--sample", type=_sample_arg, default=DEFAULT_SAMPLE,
@@ -897,7 +918,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = run_preflight(args.dataset, args.solver, args.codec, args.preset, args.workspace,
-                               conditioner=args.conditioner, sample=args.sample, seed=args.seed, gpus=args.gpus,
+                               conditioner=args.conditioner, init_from=args.init_from, sample=args.sample, seed=args.seed, gpus=args.gpus,
                                overrides=args.overrides, min_free_gb=args.min_free_gb)
     except PreflightError as exc:
         print(f"preflight: error: {exc}", file=sys.stderr)

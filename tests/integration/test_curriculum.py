@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from musicpipe import audiocraft_env, dora, paths
+from musicpipe import audiocraft_env, paths
 from musicpipe.dora_entry.carry_state import optimizer_steps, state_digest
+from musicpipe.xp import XP
 
 pytestmark = pytest.mark.integration
 
@@ -128,11 +129,11 @@ def test_each_auto_runs_the_next_stage_from_the_previous_xp(curriculum, workspac
         else:
             nxt = "next: c_4s" if i == 1 else "all stages done"
             assert m.group(6) == f"from xp {sigs[i - 1]} (carried model, optimizer, ema); {nxt}"
-        cfg = dora.xp_config(folders[i])
+        cfg = XP(folders[i]).config
         assert cfg["continue_from"] == (f"//sig/{sigs[i - 1]}" if i else None)
         assert cfg["dataset"]["segment_duration"] == seg and cfg["optim"]["epochs"] == epochs
         assert cfg["compression_model_checkpoint"] == f"//sig/{codec.sig}"
-        history = dora.read_history(folders[i])
+        history = XP(folders[i]).history
         assert len(history) == epochs
         assert all(math.isfinite(h["train"]["ce"]) and math.isfinite(h["valid"]["ce"]) for h in history)
         record = json.loads((folders[i] / "curriculum.json").read_text())
@@ -164,8 +165,8 @@ def test_weights_optimizer_and_ema_carry_over_and_the_lr_is_the_stages_own(curri
         assert carried["ema"]["count"] == pytest.approx(previous["ema"]["count"])
         # the stage's own learning rate (its optim.lr), not the previous stage's param groups
         assert carried["optimizer"]["lr"] == ([0.0005] if i == 1 else [0.001])
-    assert dora.read_history(folders[1])[0]["train"]["lr"] == pytest.approx(5e-4)
-    assert dora.read_history(folders[2])[0]["train"]["lr"] == pytest.approx(1e-3)
+    assert XP(folders[1]).history[0]["train"]["lr"] == pytest.approx(5e-4)
+    assert XP(folders[2]).history[0]["train"]["lr"] == pytest.approx(1e-3)
 
 
 def test_the_final_checkpoints_continue_the_step_and_ema_counts(curriculum):
@@ -189,7 +190,7 @@ def test_resuming_a_stage_does_not_carry_again(curriculum):
     assert (folder / "carried_state.json").read_bytes() == curriculum["carried_before_resume"]
     log = (folder / "solver.log.0").read_text(errors="replace")
     assert "carry state: not applied (the XP resumes its own checkpoint)" in log
-    assert len(dora.read_history(folder)) == 2
+    assert len(XP(folder).history) == 2
     state = _load(folder / "checkpoint.th")
     assert optimizer_steps(state["optimizer"]) == 20  # epoch 2 again, from epoch 1's 15 steps
     assert json.loads((folder / "curriculum.json").read_text())["stage"] == "c_4s"

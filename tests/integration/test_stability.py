@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from musicpipe import dora, training
+from musicpipe.xp import XP
 from training_checks import stability_monitor as sm
 
 pytestmark = pytest.mark.integration
@@ -136,7 +137,7 @@ def test_lm_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(workspace,
     assert (folder / "checkpoint_1.th").exists() and not (folder / "checkpoint_2.th").exists()
     state = _assert_finite_checkpoint(folder / "checkpoint.th", epochs=1)
     assert state["history"][0]["train"]["stability_inf_grad_steps"] == 1
-    assert len(dora.read_history(folder)) == 1
+    assert len(XP(folder).history) == 1
     one, two = _records(folder)
     assert (one["epoch"], one["verdict"], one["nan_steps"], one["inf_grad_steps"], one["lr_scale"]) == \
         (1, "ok", 0, 1, 0.5)
@@ -166,7 +167,7 @@ def test_without_the_monitor_audiocraft_raises_its_own_error(workspace, codec, f
     assert "fault_injection: NaN model output at training step 7" in message  # the same fault did happen
     folder = _xp_folder(info.value)
     assert not (folder / "stability.jsonl").exists()
-    assert "stability_nan_steps" not in dora.read_history(folder)[0]["train"]
+    assert "stability_nan_steps" not in XP(folder).history[0]["train"]
 
 
 def test_codec_inf_then_nan_on_the_compression_solver(workspace, demo_data, faults):
@@ -185,7 +186,7 @@ def test_codec_inf_then_nan_on_the_compression_solver(workspace, demo_data, faul
     assert (one["solver"], one["inf_grad_steps"], one["nan_steps"], one["updates"], one["lr_scale"], one["verdict"]) \
         == ("CompressionSolver", 1, 0, 4, 0.5, "ok")
     assert (two["nan_steps"], two["verdict"], two["stopped_at_step"]) == (1, "diverged", 2)
-    train = dora.read_history(folder)[0]["train"]
+    train = XP(folder).history[0]["train"]
     assert train["stability_inf_grad_steps"] == 1
     assert all(math.isfinite(v) for v in train.values())  # the inf step's ratio1/ratio2 were dropped
 

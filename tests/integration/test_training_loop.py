@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from musicpipe import dora, generation, manifests, training
+from musicpipe.xp import XP
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def test_codec_trained_two_epochs_with_metrics(codec):
     with av.open(str(samples[0])) as container:
         frames = [f.to_ndarray() for f in container.decode(audio=0)]
     assert sum(f.shape[-1] for f in frames) > 16000  # about a second of decoded audio
-    info = dora.codec_info(codec.sig)
+    info = XP.resolve(codec.sig).codec_info()
     assert (info.n_q, info.card, info.sample_rate, info.channels) == (4, 256, 32000, 1)
 
 
@@ -47,12 +48,12 @@ def test_checkpoints_load_with_weights_only(codec, lm_none):
 
 def test_lm_trains_on_the_codec_xp(workspace, codec, lm_none, lm_genre):
     for sig, conditioners in ((lm_none.sig, None), (lm_genre, {"genre"})):
-        cfg = dora.xp_config(dora.paths.xp_dir(sig, workspace))
+        cfg = XP(dora.paths.xp_dir(sig, workspace)).config
         assert cfg["solver"] == "musicgen"
         assert cfg["compression_model_checkpoint"] == f"//sig/{codec.sig}"
         assert (cfg["transformer_lm"]["n_q"], cfg["transformer_lm"]["card"]) == (4, 256)
         assert (set(cfg["conditioners"]) if cfg["conditioners"] else None) == conditioners
-        history = dora.read_history(dora.paths.xp_dir(sig, workspace))
+        history = XP(dora.paths.xp_dir(sig, workspace)).history
         assert len(history) == 2
         assert all(_finite(h["train"]["ce"]) and _finite(h["valid"]["ce"]) for h in history)
         assert (dora.paths.xp_dir(sig, workspace) / "checkpoint.th").exists()

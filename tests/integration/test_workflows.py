@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from musicpipe import dora, export, generation, manifests, paths, training
+from musicpipe import export, generation, manifests, paths, training
 from musicpipe.prepare import PrepareConfig
 from musicpipe.sources import synthetic
+from musicpipe.xp import RECORD, XP
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def test_checkpoints_are_published_with_their_config(workspace, outputs, codec, 
         assert "solver:" in (dest / "config.yaml").read_text()
         assert json.loads((dest / "xp.json").read_text())["sig"] == run.sig
         assert json.loads((dest / "argv.json").read_text()) == json.loads((run.folder / ".argv.json").read_text())
-        record = json.loads((run.folder / training.RECORD).read_text())
+        record = json.loads((run.folder / RECORD).read_text())
         assert record["sig"] == run.sig and record["dataset"] == "synthetic_demo"
 
 
@@ -85,9 +86,10 @@ def test_continuation_from_prompt_audio(workspace, tmp_path, lm_none, demo_data)
 def test_latest_codec_and_refusals(workspace, codec, tmp_path, monkeypatch):
     now = time.time() + 60
     os.utime(codec.checkpoint, (now, now))
-    assert training.latest_codec("synthetic_demo", workspace) == codec.sig
-    with pytest.raises(training.TrainingInputError, match="no trained codec for dataset 'nothing'"):
-        training.latest_codec("nothing", workspace)
+    assert XP.latest("codec", "synthetic_demo", workspace).sig == codec.sig
+    assert training.resolve_codec("latest", "synthetic_demo", workspace).sig == codec.sig
+    with pytest.raises(training.TrainingInputError, match="no codec XP for dataset 'nothing'"):
+        training.resolve_codec("latest", "nothing", workspace)
     synthetic.prepare_synthetic("at16k", workspace, PrepareConfig(num_jobs=1, sample_rate=16000),
                                 tracks_per_genre=2, genres=["rock"], progress=False)
     with pytest.raises(training.TrainingInputError, match="works at 32000 Hz but dataset 'at16k' is at \\[16000\\]"):
@@ -97,13 +99,13 @@ def test_latest_codec_and_refusals(workspace, codec, tmp_path, monkeypatch):
     with pytest.raises(training.TrainingInputError, match="needs the T5 model 't5-base'"):
         training.train_lm("demo_cpu", codec.sig, "synthetic_demo", workspace, conditioning="text", echo=False,
                           outputs=None)
-    with pytest.raises(dora.DoraError, match="not a compression"):
+    with pytest.raises(training.TrainingInputError, match="not a codec"):
         training.train_lm("demo_cpu", _lm_sig(workspace), "synthetic_demo", workspace,
                           echo=False, outputs=None)
 
 
 def _lm_sig(workspace):
-    for record in (paths.dora_dir(workspace) / "xps").glob(f"*/{training.RECORD}"):
+    for record in (paths.dora_dir(workspace) / "xps").glob(f"*/{RECORD}"):
         if json.loads(record.read_text())["kind"] == "musicgen":
             return record.parent.name
     raise AssertionError("no LM XP recorded")
@@ -120,18 +122,18 @@ def test_resume_after_a_killed_run(workspace, demo_data, tmp_path):
     while time.time() < deadline and proc.poll() is None:
         text = (tmp_path / "first.log").read_text(errors="replace")
         sig = next((line[4:].strip() for line in text.splitlines() if line.startswith("xp: ")), sig)
-        if sig and len(dora.read_history(paths.xp_dir(sig, workspace))) >= 1:
+        if sig and len(XP(paths.xp_dir(sig, workspace)).history) >= 1:
             break
         time.sleep(0.5)
     assert sig and proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = dora.read_history(paths.xp_dir(sig, workspace))
+    first = XP(paths.xp_dir(sig, workspace)).history
     assert 1 <= len(first) < 3
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"xp: {sig}" in res.stdout.splitlines()
-    history = dora.read_history(paths.xp_dir(sig, workspace))
+    history = XP(paths.xp_dir(sig, workspace)).history
     assert len(history) == 3
     assert history[0] == first[0]  # restored from the checkpoint, not trained again
 
