@@ -9,10 +9,13 @@ CODEC = presets.CodecInfo(sig="abc12345", n_q=4, card=256)
 
 def test_all_presets_load():
     names = presets.available_presets()
-    assert {"demo_cpu", "fma_small_mini", "fma_large"} <= set(names)
+    assert {"demo_cpu", "fma_small_mini", "fma_large", "finetune_small", "finetune_medium"} <= set(names)
     for name in names:
         p = presets.load_preset(name)
-        assert p.compression.solver.startswith("compression/")
+        if name.startswith("finetune_"):
+            assert p.compression is None  # fine-tuning presets train the LM only
+        else:
+            assert p.compression.solver.startswith("compression/")
         assert p.musicgen.solver.startswith("musicgen/")
 
 

@@ -380,7 +380,7 @@ def test_errors_name_the_file(tmp_path):
 def test_hostile_values_are_escaped_in_text_and_attributes(tmp_path):
     genre = "<script>alert(1)</script>"
     folder = make_xp(tmp_path / "ws", "e5c4e5c5", LM_HISTORY, argv=[f"genre={genre}", 'dset=audio/a&"<b'])
-    (folder / report.RECORD).write_text(json.dumps({"conditioning": genre, "preset": 'x" onmouseover="alert(1)'}))
+    (folder / "musicpipe.json").write_text(json.dumps({"conditioning": genre, "preset": 'x" onmouseover="alert(1)'}))
     out = write_report("e5c4e5c5", workspace=tmp_path / "ws", outputs=tmp_path / "out")
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "<script>" not in page and 'onmouseover="' not in page
