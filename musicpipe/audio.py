@@ -190,8 +190,8 @@ def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float =
         pending_n = 0
         total = 0
         bad_in_a_row = 0
-        graph = src = sink = None
-        key = None
+        graph = src = sink = None  # graph: kept referenced while src and sink are used
+        rate, fmt_name, layout_name = 0, "", ""  # the frames the graph was built for
         ratio = 0.0
         ready = 0.0  # output samples the graph should hold by now (an estimate, off by the resampler's delay)
         pull_at = block + PULL_MARGIN
@@ -226,23 +226,19 @@ def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float =
                     pending = [rest] if rest.size else []
                     pending_n = rest.size
 
-        def packets() -> tp.Iterator[tp.Any]:
-            # The demuxer can also fail on a damaged file: treat that as the end of the readable part.
-            it = container.demux(stream)
-            while True:
-                try:
-                    yield next(it)
-                except StopIteration:
-                    return
-                except av.FFmpegError as e:
-                    stats["skipped_packets"] += 1
-                    stats["demux_error"] = _ffmpeg_reason(e)
-                    logger.debug("%s: demuxing stopped early: %s", path, e)
-                    return
-
-        # One Python iteration per packet: decode, push into the graph, and pull only when a whole block
-        # should be there (a pull that finds nothing raises, which costs as much as the push).
-        for packet in packets():
+        # One Python iteration per packet: demux, decode, push into the graph; the graph is pulled only when a
+        # whole block should be there (a pull that finds nothing raises, which costs as much as a push).
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as e:  # the demuxer failed on a damaged file: the end of the readable part
+                stats["skipped_packets"] += 1
+                stats["demux_error"] = _ffmpeg_reason(e)
+                logger.debug("%s: demuxing stopped early: %s", path, e)
+                break
             try:
                 frames = packet.decode()
             except av.FFmpegError as e:
@@ -254,15 +250,14 @@ def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float =
                 continue
             bad_in_a_row = 0
             for frame in frames:
-                frame_key = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if frame_key != key:
+                if frame.sample_rate != rate or frame.format.name != fmt_name or frame.layout.name != layout_name:
                     if src is not None:  # input changed mid-stream (chained ogg, odd mp3): flush
                         src.push(None)
                         yield from take(pull())
                     graph, src, sink = _converter(frame, sample_rate, block)
                     stats["graphs"] += 1
-                    key = frame_key
-                    ratio = sample_rate / frame.sample_rate
+                    rate, fmt_name, layout_name = frame.sample_rate, frame.format.name, frame.layout.name
+                    ratio = sample_rate / rate
                     ready = 0.0
                 frame.pts = None  # gaps or jumps in timestamps must not upset the resampler
                 src.push(frame)
