@@ -84,8 +84,9 @@ def make_clips(folder: Path, count: int) -> tp.List[Path]:
 def make_plain_mp3(path: Path, seconds: float) -> Path:
     """A sine plus pink noise MP3 (fast to make, for the memory check)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    noise = f"anoisesrc=color=pink:amplitude=0.05:sample_rate=44100:duration={seconds}"
     subprocess.run(FFMPEG + ["-f", "lavfi", "-i", f"sine=frequency=330:sample_rate=44100:duration={seconds}",
-                             "-f", "lavfi", "-i", f"anoisesrc=color=pink:amplitude=0.05:sample_rate=44100:duration={seconds}",
+                             "-f", "lavfi", "-i", noise,
                              "-filter_complex", "amix=inputs=2,aformat=channel_layouts=stereo", "-b:a", "192k",
                              str(path)], check=True)
     return path
@@ -228,9 +229,10 @@ def main() -> None:
         long = make_plain_mp3(tmp / "rss" / "long.mp3", args.rss_minutes * 60)
         short = make_plain_mp3(tmp / "rss" / "short.mp3", 30.0)
         rss_long, rss_short = peak_rss_mb(long, tmp / "ws_rss_long"), peak_rss_mb(short, tmp / "ws_rss_short")
+        grew = rss_long["peak_mb"] - rss_short["peak_mb"]
         print(f"peak RSS of a prepare worker: {rss_long['peak_mb']:.0f} MB for a {args.rss_minutes:g} min input, "
-              f"{rss_short['peak_mb']:.0f} MB for a 30 s clip (difference {rss_long['peak_mb'] - rss_short['peak_mb']:.0f} MB;"
-              f" {rss_short['after_imports_mb']:.0f} MB after imports)")
+              f"{rss_short['peak_mb']:.0f} MB for a 30 s clip (difference {grew:.0f} MB; "
+              f"{rss_short['after_imports_mb']:.0f} MB after imports)")
         mini = mini_subset_bytes(tmp / "mini")
         print(f"fma_small_mini by Range: {mini['bytes_downloaded']} bytes downloaded for {mini['members_compressed']} "
               f"bytes of selected members ({mini['ratio']:.3f}x; the zip is {mini['zip_size']} bytes)")

@@ -274,8 +274,8 @@ def wav_header(frames: int, sample_rate: int) -> bytes:
     data = 2 * frames
     if data > 0xFFFFFFFF - 36:
         raise ValueError(f"{frames} frames do not fit in a WAV file (4 GiB)")
-    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt "
-            + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16) + b"data" + struct.pack("<I", data))
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)  # PCM, mono, 16-bit
+    return b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", data)
 
 
 def _write_segment(path: Path, x: tp.Any, sample_rate: int, audio_format: str) -> int:
