@@ -1,7 +1,7 @@
 """Throughput of `prepare` against the ffmpeg CLI, with the same number of processes, measured in one run.
 
     .venv/bin/python benchmarks/prepare_throughput.py [--jobs 1 2] [--repeats 2] [--long-minutes 5]
-        [--long-per-codec 2] [--clips 60] [--rss-minutes 60]
+        [--long-per-codec 2] [--clips 60] [--rss-minutes 60] [--no-extras] [--inputs DIR]
 
 1. Two corpora made with the ffmpeg CLI in a temp folder, 44.1 kHz stereo, music-like (detuned tones with
    tremolo and vibrato, a bass line, pink noise, an echo; different per file):
@@ -198,13 +198,18 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=60, help="number of 30 s MP3 clips")
     parser.add_argument("--rss-minutes", type=float, default=60.0, help="length of the long input for peak RSS")
     parser.add_argument("--no-extras", action="store_true", help="throughput only (no RSS, no Range check)")
+    parser.add_argument("--inputs", help="folder to keep the generated corpora in and reuse (default: a temp folder)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("musicpipe.split").setLevel(logging.ERROR)  # few tracks: the split falls back, as it should
     with tempfile.TemporaryDirectory(prefix="mp-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        corpora = {"long": make_long(tmp / "long", args.long_minutes, args.long_per_codec),
-                   "clips": make_clips(tmp / "clips", args.clips)}
+        inputs = Path(args.inputs) if args.inputs else tmp
+        long_dir = inputs / f"long_{args.long_minutes:g}min_x{args.long_per_codec}"
+        clips_dir = inputs / f"clips_{args.clips}"
+        corpora = {"long": sorted(long_dir.glob("long_*"))
+                   or make_long(long_dir, args.long_minutes, args.long_per_codec),
+                   "clips": sorted(clips_dir.glob("clip_*.mp3")) or make_clips(clips_dir, args.clips)}
         header = (f"{'corpus':<7}{'jobs':>5}{'decode only':>13}{'+resample':>11}{'seg. loop':>11}{'prepare':>9}"
                   f"{'prep/loop':>11}{'prep/decode':>13}")
         print(f"audio seconds per wall second, best of {args.repeats}; {os.cpu_count()} cores")
