@@ -1,74 +1,156 @@
-"""Throughput and memory of `prepare`, measured against baselines taken in the same run.
+"""Throughput of `prepare` against the ffmpeg CLI, with the same number of processes, measured in one run.
 
-    .venv/bin/python benchmarks/prepare_throughput.py [--minutes 30] [--jobs 1 2] [--long-minutes 60] [--repeats 2]
+    .venv/bin/python benchmarks/prepare_throughput.py [--jobs 1 2] [--repeats 2] [--long-minutes 5]
+        [--long-per-codec 2] [--clips 60] [--rss-minutes 60] [--no-extras] [--inputs DIR]
 
-1. A corpus of MP3s (30 s clips of 44.1 kHz stereo tones and pink noise at 192 kb/s, made with ffmpeg).
-2. For each job count: (a) the floor: decode + downmix + resample only, nothing written
-   (``musicpipe.audio.stream_mono`` over every file in the same process pool), and (b) the full
-   ``prepare`` (decode, segment, quality gates, WAV + sidecar writing, split, manifests; ``force=True`` so
-   every run converts everything). Best of ``--repeats`` runs each. Prints audio seconds per wall second
-   for each and the ratio (b)/(a); and the scaling of (b) from 1 to N jobs.
-3. Peak RSS of one prepare worker on a one-hour MP3 against a 30 s clip (separate processes).
-4. For the Range-fetched mini subset: bytes downloaded against the selected members' compressed sizes
+1. Two corpora made with the ffmpeg CLI in a temp folder, 44.1 kHz stereo, music-like (detuned tones with
+   tremolo and vibrato, a bass line, pink noise, an echo; different per file):
+   ``long``: ``--long-per-codec`` files of ``--long-minutes`` each in OGG Vorbis (q5), MP3 (192 kb/s) and FLAC;
+   ``clips``: ``--clips`` FMA-shaped 30 s MP3s (256 kb/s), where the cost of starting on a file matters.
+2. For each corpus and job count, four ways through the same files, ``jobs`` at a time, each best of
+   ``--repeats`` (the repeats interleave the four, so load from elsewhere hits them alike):
+   ffmpeg decode only (``-f null``); ffmpeg decode + downmix + resample to 32 kHz (``-ac 1 -ar 32000 -f null``);
+   the loop a user writes by hand, one ffmpeg per file cutting 10 s WAV segments
+   (``-ac 1 -ar 32000 -f segment -segment_time 10 out/%03d.wav``); and ``prepare`` (``force=True``: decode,
+   gates, WAV + sidecars, split, manifests). Prints audio seconds per wall second and the ratios of prepare to
+   the hand loop and to decode only.
+3. The no-op re-run of the prepared clips (nothing changed): milliseconds per track.
+4. Peak RSS of one prepare worker on a ``--rss-minutes`` MP3 against a 30 s clip (separate processes).
+5. For the Range-fetched mini subset: bytes downloaded against the selected members' compressed sizes
    (FMA-shaped zip on a loopback server, as in the tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import typing as tp
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+FFMPEG = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+LONG_CODECS = {".ogg": ["-c:a", "libvorbis", "-q:a", "5"], ".mp3": ["-c:a", "libmp3lame", "-b:a", "192k"],
+               ".flac": ["-c:a", "flac"]}
 
-def make_corpus(folder: Path, minutes: float, clip_seconds: float = 30.0) -> list:
+
+def music_like(k: int, seconds: float) -> tp.List[str]:
+    """ffmpeg arguments for ``seconds`` of 44.1 kHz stereo that costs codecs what music costs (variant ``k``)."""
+    d, r = f"{seconds:g}", "44100"
+    f1, f2, bass = 196 + 7 * k, 293 + 11 * k, 55 + 3 * k
+    graph = (f"sine=f={f1}:d={d}:r={r},volume=3,tremolo=f={1 + k % 3}:d=0.6[a];"
+             f"sine=f={f2}:d={d}:r={r},volume=2.5,vibrato=f=5:d=0.3[b];"
+             f"anoisesrc=color=pink:a=0.12:d={d}:r={r}:seed={k + 1}[n];"
+             f"sine=f={bass}:d={d}:r={r},volume=3,apulsator=hz={1.5 + k % 4 / 2},pan=mono|c0=c0[c];"
+             "[a][n]amix=inputs=2:normalize=0,aformat=channel_layouts=mono[l];"
+             "[b][c]amix=inputs=2:normalize=0,aformat=channel_layouts=mono[r];"
+             "[l][r]join=inputs=2:channel_layout=stereo,aecho=0.8:0.7:60:0.3[out]")
+    return ["-filter_complex", graph, "-map", "[out]", "-ar", r]
+
+
+def make_long(folder: Path, minutes: float, per_codec: int) -> tp.List[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for k in range(int(minutes * 60 / clip_seconds)):
-        path = folder / f"clip_{k:03d}.mp3"
-        # chords of sines plus pink noise: costs the encoder and decoder what music costs
-        src = (f"sine=frequency={220 + 11 * k}:sample_rate=44100:duration={clip_seconds}")
-        noise = f"anoisesrc=color=pink:amplitude=0.05:sample_rate=44100:duration={clip_seconds}"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", src, "-f", "lavfi", "-i", noise,
-                        "-filter_complex", "amix=inputs=2,aformat=channel_layouts=stereo", "-b:a", "192k", str(path)],
-                       check=True)
-        files.append(path)
+    for i in range(per_codec):
+        for j, (ext, codec) in enumerate(LONG_CODECS.items()):
+            path = folder / f"long_{i}_{ext[1:]}{ext}"
+            subprocess.run(FFMPEG + music_like(3 * i + j, minutes * 60) + codec + [str(path)], check=True)
+            files.append(path)
     return files
 
 
-def _decode_only(path: str) -> float:
-    from musicpipe.audio import stream_mono
+def make_clips(folder: Path, count: int) -> tp.List[Path]:
+    """``count`` 30 s MP3s cut from one long signal (one ffmpeg run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(FFMPEG + music_like(7, count * 30.0 + 1.0) + ["-c:a", "libmp3lame", "-b:a", "256k", "-f", "segment",
+                                                                  "-segment_time", "30", str(folder / "clip_%04d.mp3")],
+                   check=True)
+    files = sorted(folder.glob("clip_*.mp3"))
+    for extra in files[count:]:  # the last second
+        extra.unlink()
+    return files[:count]
 
-    return sum(len(block) for block in stream_mono(path, 32000, 10.0)) / 32000
+
+def make_plain_mp3(path: Path, seconds: float) -> Path:
+    """A sine plus pink noise MP3 (fast to make, for the memory check)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise = f"anoisesrc=color=pink:amplitude=0.05:sample_rate=44100:duration={seconds}"
+    subprocess.run(FFMPEG + ["-f", "lavfi", "-i", f"sine=frequency=330:sample_rate=44100:duration={seconds}",
+                             "-f", "lavfi", "-i", noise,
+                             "-filter_complex", "amix=inputs=2,aformat=channel_layouts=stereo", "-b:a", "192k",
+                             str(path)], check=True)
+    return path
 
 
-def floor_throughput(files: list, jobs: int) -> tuple:
+def audio_seconds(files: tp.Sequence[Path]) -> float:
+    from musicpipe.audio import probe
+
+    return sum(probe(f)["duration"] for f in files)
+
+
+def _ffmpeg_each(files: tp.Sequence[Path], jobs: int, args: tp.Callable[[Path], tp.List[str]]) -> float:
+    """Wall seconds to run one ffmpeg per file, ``jobs`` at a time."""
     start = time.perf_counter()
-    if jobs == 1:
-        seconds = sum(_decode_only(str(f)) for f in files)
-    else:
-        with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-            seconds = sum(pool.map(_decode_only, [str(f) for f in files]))
-    return seconds, time.perf_counter() - start
-
-
-def prepare_wall(files: list, jobs: int, workspace: Path) -> float:
-    from musicpipe.prepare import PrepareConfig, TrackInput, prepare_tracks
-
-    inputs = [TrackInput(path=f, track_id=f.stem, artist=f"artist {i % 7}", genre="test")
-              for i, f in enumerate(files)]
-    start = time.perf_counter()
-    prepare_tracks(inputs, f"bench_{jobs}", workspace, PrepareConfig(num_jobs=jobs), force=True, progress=False)
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        for done in pool.map(lambda f: subprocess.run(FFMPEG + args(f), capture_output=True), files):
+            if done.returncode:
+                raise RuntimeError(done.stderr.decode(errors="replace"))
     return time.perf_counter() - start
+
+
+def decode_only(files: tp.Sequence[Path], jobs: int, out: Path) -> float:
+    return _ffmpeg_each(files, jobs, lambda f: ["-i", str(f), "-f", "null", "-"])
+
+
+def decode_resample(files: tp.Sequence[Path], jobs: int, out: Path) -> float:
+    return _ffmpeg_each(files, jobs, lambda f: ["-i", str(f), "-ac", "1", "-ar", "32000", "-f", "null", "-"])
+
+
+def ffmpeg_segments(files: tp.Sequence[Path], jobs: int, out: Path) -> float:
+    """The hand-written loop: one ffmpeg per file cutting 10 s WAV segments."""
+    shutil.rmtree(out, ignore_errors=True)
+    for f in files:
+        (out / f.stem).mkdir(parents=True)
+    return _ffmpeg_each(files, jobs, lambda f: ["-i", str(f), "-ac", "1", "-ar", "32000", "-f", "segment",
+                                                "-segment_time", "10", str(out / f.stem / "%03d.wav")])
+
+
+def _inputs(files: tp.Sequence[Path]) -> list:
+    from musicpipe.prepare import TrackInput
+
+    return [TrackInput(path=f, track_id=f.stem, artist=f"artist {i % 7}", genre="test") for i, f in enumerate(files)]
+
+
+def prepare_run(files: tp.Sequence[Path], jobs: int, out: Path, force: bool = True) -> float:
+    from musicpipe.prepare import PrepareConfig, prepare_tracks
+
+    inputs = _inputs(files)
+    start = time.perf_counter()
+    prepare_tracks(inputs, "bench", out, PrepareConfig(num_jobs=jobs), force=force, progress=False)
+    return time.perf_counter() - start
+
+
+METHODS = {"ffmpeg decode only": decode_only, "ffmpeg decode+resample": decode_resample,
+           "ffmpeg segment loop": ffmpeg_segments, "prepare": prepare_run}
+
+
+def measure(files: tp.Sequence[Path], jobs: int, repeats: int, tmp: Path) -> tp.Dict[str, float]:
+    """Best wall seconds of each method; the repeats interleave the methods."""
+    best = {name: float("inf") for name in METHODS}
+    for _ in range(repeats):
+        for name, method in METHODS.items():
+            best[name] = min(best[name], method(files, jobs, tmp / f"out_{name.replace(' ', '_')}"))
+    return best
 
 
 PEAK_RSS_CHILD = r"""
@@ -109,33 +191,53 @@ def mini_subset_bytes(tmp: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=30.0, help="corpus length")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for each measurement")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--long-minutes", type=float, default=60.0, help="length of the long input for RSS")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N for each measurement")
+    parser.add_argument("--long-minutes", type=float, default=5.0, help="length of each long file")
+    parser.add_argument("--long-per-codec", type=int, default=2, help="long files per codec (OGG, MP3, FLAC)")
+    parser.add_argument("--clips", type=int, default=60, help="number of 30 s MP3 clips")
+    parser.add_argument("--rss-minutes", type=float, default=60.0, help="length of the long input for peak RSS")
+    parser.add_argument("--no-extras", action="store_true", help="throughput only (no RSS, no Range check)")
+    parser.add_argument("--inputs", help="folder to keep the generated corpora in and reuse (default: a temp folder)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("musicpipe.split").setLevel(logging.ERROR)  # few tracks: the split falls back, as it should
     with tempfile.TemporaryDirectory(prefix="mp-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        files = make_corpus(tmp / "corpus", args.minutes)
-        results = {}
-        for jobs in args.jobs:
-            floors = [floor_throughput(files, jobs) for _ in range(args.repeats)]
-            seconds, floor_wall = floors[0][0], min(w for _, w in floors)
-            full_wall = min(prepare_wall(files, jobs, tmp / "ws") for _ in range(args.repeats))
-            results[jobs] = (seconds / floor_wall, seconds / full_wall)
-            print(f"jobs={jobs}: {len(files)} MP3s, {seconds / 60:.1f} min of audio | floor (decode+downmix+resample) "
-                  f"{seconds / floor_wall:7.1f} audio-s/s | prepare {seconds / full_wall:7.1f} audio-s/s | "
-                  f"ratio prepare/floor {floor_wall / full_wall:.2f}")
-        if len(args.jobs) > 1:
-            lo, hi = min(args.jobs), max(args.jobs)
-            print(f"scaling of prepare from {lo} to {hi} jobs: {results[hi][1] / results[lo][1]:.2f}x "
-                  f"(ideal {hi / lo:.0f}x; {os.cpu_count()} cores)")
-        long = make_corpus(tmp / "long", args.long_minutes, clip_seconds=args.long_minutes * 60)[0]
-        short = make_corpus(tmp / "short", 0.5, clip_seconds=30.0)[0]
+        inputs = Path(args.inputs) if args.inputs else tmp
+        long_dir = inputs / f"long_{args.long_minutes:g}min_x{args.long_per_codec}"
+        clips_dir = inputs / f"clips_{args.clips}"
+        corpora = {"long": sorted(long_dir.glob("long_*"))
+                   or make_long(long_dir, args.long_minutes, args.long_per_codec),
+                   "clips": sorted(clips_dir.glob("clip_*.mp3")) or make_clips(clips_dir, args.clips)}
+        header = (f"{'corpus':<7}{'jobs':>5}{'decode only':>13}{'+resample':>11}{'seg. loop':>11}{'prepare':>9}"
+                  f"{'prep/loop':>11}{'prep/decode':>13}")
+        print(f"audio seconds per wall second, best of {args.repeats}; {os.cpu_count()} cores")
+        print(header)
+        for name, files in corpora.items():
+            seconds = audio_seconds(files)
+            for jobs in args.jobs:
+                best = measure(files, jobs, args.repeats, tmp / "work")
+                rate = {k: seconds / v for k, v in best.items()}
+                print(f"{name:<7}{jobs:>5}{rate['ffmpeg decode only']:>13.0f}{rate['ffmpeg decode+resample']:>11.0f}"
+                      f"{rate['ffmpeg segment loop']:>11.0f}{rate['prepare']:>9.0f}"
+                      f"{rate['prepare'] / rate['ffmpeg segment loop']:>11.2f}"
+                      f"{rate['prepare'] / rate['ffmpeg decode only']:>13.2f}", flush=True)
+        print(f"(long: {len(corpora['long'])} files of {args.long_minutes:g} min, OGG Vorbis/MP3/FLAC; "
+              f"clips: {len(corpora['clips'])} MP3s of 30 s; all 44.1 kHz stereo)")
+        clips = corpora["clips"]
+        prepare_run(clips, 1, tmp / "noop")
+        noop = min(prepare_run(clips, 1, tmp / "noop", force=False) for _ in range(max(3, args.repeats)))
+        print(f"no-op re-run of the prepared clips: {noop * 1000 / len(clips):.2f} ms per track")
+        if args.no_extras:
+            return
+        long = make_plain_mp3(tmp / "rss" / "long.mp3", args.rss_minutes * 60)
+        short = make_plain_mp3(tmp / "rss" / "short.mp3", 30.0)
         rss_long, rss_short = peak_rss_mb(long, tmp / "ws_rss_long"), peak_rss_mb(short, tmp / "ws_rss_short")
-        print(f"peak RSS of a prepare worker: {rss_long['peak_mb']:.0f} MB for a {args.long_minutes:.0f} min input, "
-              f"{rss_short['peak_mb']:.0f} MB for a 30 s clip (difference {rss_long['peak_mb'] - rss_short['peak_mb']:.0f} MB;"
-              f" {rss_short['after_imports_mb']:.0f} MB after imports)")
+        grew = rss_long["peak_mb"] - rss_short["peak_mb"]
+        print(f"peak RSS of a prepare worker: {rss_long['peak_mb']:.0f} MB for a {args.rss_minutes:g} min input, "
+              f"{rss_short['peak_mb']:.0f} MB for a 30 s clip (difference {grew:.0f} MB; "
+              f"{rss_short['after_imports_mb']:.0f} MB after imports)")
         mini = mini_subset_bytes(tmp / "mini")
         print(f"fma_small_mini by Range: {mini['bytes_downloaded']} bytes downloaded for {mini['members_compressed']} "
               f"bytes of selected members ({mini['ratio']:.3f}x; the zip is {mini['zip_size']} bytes)")

@@ -45,6 +45,8 @@ import math
 import os
 import re
 import shutil
+import stat
+import struct
 import time
 import typing as tp
 import unicodedata
@@ -260,18 +262,45 @@ def _rms_db(x: tp.Any) -> float:
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
-def _write_segment(path: Path, x: tp.Any, sample_rate: int, audio_format: str) -> int:
-    """Write ``x`` (clipped to [-1, 1]) to a temp name, then rename; returns the file size."""
-    import numpy as np
-    import soundfile as sf
+def wav_header(frames: int, sample_rate: int) -> bytes:
+    """The 44-byte header of a 16-bit PCM mono WAV file, as libsndfile writes it.
 
-    fmt, subtype = AUDIO_FORMATS[audio_format]
+    Example:
+        >>> import io, numpy as np, soundfile as sf
+        >>> pcm = np.array([0, 1000, -1000], dtype="<i2")
+        >>> sf.read(io.BytesIO(wav_header(3, 32000) + pcm.tobytes()), dtype="int16")[0].tolist()
+        [0, 1000, -1000]
+    """
+    data = 2 * frames
+    if data > 0xFFFFFFFF - 36:
+        raise ValueError(f"{frames} frames do not fit in a WAV file (4 GiB)")
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)  # PCM, mono, 16-bit
+    return b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", data)
+
+
+def _write_segment(path: Path, x: tp.Any, sample_rate: int, audio_format: str) -> int:
+    """Write ``x`` (clipped to [-1, 1]) as 16-bit PCM to a temp name, then rename; returns the file size.
+
+    WAV is written here (header + samples: the bytes libsndfile writes, without its fsync per file); FLAC by
+    libsndfile.
+    """
+    import numpy as np
+
     # 16-bit PCM made here (the same rounding as libsndfile's) is 3x faster to write than floats
     pcm = np.clip(x, -1.0, 1.0)
     pcm *= 32767.0
     np.rint(pcm, out=pcm)
+    pcm16 = pcm.astype("<i2")
+    if audio_format == "wav":
+        with atomic.atomic_open(path, "wb") as f:
+            f.write(wav_header(pcm16.size, sample_rate))
+            f.write(pcm16.data)
+        return 44 + 2 * pcm16.size
+    import soundfile as sf
+
+    fmt, subtype = AUDIO_FORMATS[audio_format]
     with atomic.atomic_path(path) as tmp:
-        sf.write(tmp, pcm.astype(np.int16), sample_rate, format=fmt, subtype=subtype)
+        sf.write(tmp, pcm16, sample_rate, format=fmt, subtype=subtype)
     return path.stat().st_size
 
 
@@ -464,16 +493,29 @@ def _valid_marker(track_dir: Path, audio_fp: tp.Mapping[str, tp.Any],
     if source_fp is not None and marker.get("source_fingerprint") != dict(source_fp):
         return None  # source changed (a missing source keeps what was converted from it)
     if marker.get("status") == "ok":
-        for seg in marker.get("segments", []):
-            path = track_dir / seg["file"]
-            try:
-                if path.stat().st_size != seg["bytes"] or not path.with_suffix(".json").exists():
+        folder = str(track_dir)
+        try:
+            names = set(os.listdir(folder))  # one listing for the sidecars instead of a stat each
+            for seg in marker.get("segments", []):
+                file = seg["file"]
+                if f"{file.rsplit('.', 1)[0]}.json" not in names:
                     return None
-            except OSError:
-                return None
+                if os.stat(os.path.join(folder, file)).st_size != seg["bytes"]:
+                    return None
+        except OSError:
+            return None
     elif marker.get("status") != "quarantined":
         return None
     return marker
+
+
+def _has_size(path: str, size: int) -> bool:
+    """``path`` is a regular file of ``size`` bytes."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
 def _refresh_sidecars(track_dir: Path, marker: tp.Dict[str, tp.Any], info: tp.Mapping[str, tp.Any],
@@ -566,9 +608,12 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
         run: tp.Dict[str, tp.Any] = {"processed": 0, "skipped_unchanged": 0, "metadata_refreshed": 0,
                                      "missing_sources_kept": 0, "decoded_audio_seconds": 0.0}
         by_id = {t.track_id: t for t in tracks}
+        infos: tp.Dict[str, tp.Dict[str, tp.Any]] = {}  # MusicInfo fields per track, for the report
+        checked: tp.Set[str] = set()  # tracks whose segments _valid_marker has just found complete on disk
         bar = tqdm(total=len(tracks), desc=f"prepare {name}", unit="track", disable=not progress)
         for track in tracks:
             info, extra = sidecar_fields(track, name)
+            infos[track.track_id] = info
             meta_fp = _meta_fingerprint(info, extra)
             source_fp = _source_fingerprint(track.path)
             track_dir = audio_root / track.track_id
@@ -580,6 +625,7 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
                     marker = _refresh_sidecars(track_dir, marker, info, extra, meta_fp)
                     run["metadata_refreshed"] += 1
                 run["skipped_unchanged"] += 1
+                checked.add(track.track_id)
                 results[track.track_id] = _compact(marker)
                 bar.update(1)
                 continue
@@ -600,7 +646,7 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
             _run_jobs(jobs, num_jobs, on_result)
         finally:
             bar.close()
-        report = _finish(name, ws, root, tracks, by_id, results, config, write_dset_config)
+        report = _finish(name, ws, root, tracks, by_id, results, config, write_dset_config, infos, checked)
         wall = time.perf_counter() - started
         decoded = run["decoded_audio_seconds"]
         run.update(wall_seconds=round(wall, 3), decoded_audio_seconds=round(decoded, 3),
@@ -616,9 +662,12 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
 
 
 def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id: tp.Dict[str, TrackInput],
-            results: tp.Dict[str, tp.Dict[str, tp.Any]], config: PrepareConfig,
-            write_dset_config: bool) -> tp.Dict[str, tp.Any]:
-    """Split, leak check, manifests, dset config and the report (everything but the run's own figures)."""
+            results: tp.Dict[str, tp.Dict[str, tp.Any]], config: PrepareConfig, write_dset_config: bool,
+            infos: tp.Mapping[str, tp.Mapping[str, tp.Any]], checked: tp.Set[str]) -> tp.Dict[str, tp.Any]:
+    """Split, leak check, manifests, dset config and the report (everything but the run's own figures).
+
+    The segments of tracks converted in this run are checked on disk; those in ``checked`` were just now.
+    """
     audio_root = root / "audio"
     ok = {tid: r for tid, r in results.items() if r["status"] == "ok"}
     durations = {tid: sum(duration for _, duration, _ in r["segments"]) for tid, r in ok.items()}
@@ -631,15 +680,15 @@ def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id:
     seen_paths: tp.Set[str] = set()
     for tid in sorted(ok):
         side = assignment[tid]
+        folder = os.path.join(str(audio_root), tid)
         for file, duration, size in ok[tid]["segments"]:
-            path = audio_root / tid / file
-            if str(path) in seen_paths:
+            path = os.path.join(folder, file)
+            if path in seen_paths:
                 raise RuntimeError(f"duplicate manifest entry {path}")
-            if not path.is_file() or path.stat().st_size != size:
+            if tid not in checked and not _has_size(path, size):
                 raise RuntimeError(f"{path}: missing or partial after conversion; re-run prepare")
-            seen_paths.add(str(path))
-            records[side].append(manifests.AudioRecord(path=str(path), duration=duration,
-                                                       sample_rate=config.sample_rate))
+            seen_paths.add(path)
+            records[side].append(manifests.AudioRecord(path=path, duration=duration, sample_rate=config.sample_rate))
             sides[side].append({"track_id": tid, "artist": by_id[tid].artist})
     split_mod.check_no_leak(sides["train"], sides["valid"], check_artists=split_info["method_used"] == "artist")
     egs = root / "egs"
@@ -650,13 +699,13 @@ def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id:
     dset_config = None
     if write_dset_config:
         dset_config = str(manifests.write_dset_config(name, ws, config.sample_rate, channels=1))
-    return _report(name, root, tracks, results, ok, assignment, split_info, records, config, dset_config)
+    return _report(name, root, tracks, results, ok, assignment, split_info, records, config, dset_config, infos)
 
 
 def _report(name: str, root: Path, tracks: tp.List[TrackInput], results: tp.Dict[str, tp.Dict[str, tp.Any]],
             ok: tp.Dict[str, tp.Dict[str, tp.Any]], assignment: tp.Dict[str, str], split_info: tp.Dict[str, tp.Any],
             records: tp.Dict[str, tp.List[manifests.AudioRecord]], config: PrepareConfig,
-            dset_config: tp.Optional[str]) -> tp.Dict[str, tp.Any]:
+            dset_config: tp.Optional[str], infos: tp.Mapping[str, tp.Mapping[str, tp.Any]]) -> tp.Dict[str, tp.Any]:
     bad = [results[t.track_id] for t in tracks if results[t.track_id]["status"] != "ok"]
     quarantined = sorted(({"track_id": r["track_id"], "file": r["file"], "reason_code": r.get("reason_code"),
                            "reason": r.get("reason")} for r in bad), key=lambda r: r["track_id"])
@@ -674,7 +723,7 @@ def _report(name: str, root: Path, tracks: tp.List[TrackInput], results: tp.Dict
                                                   "license", "description")}
     for tid in ok:
         t = by_id[tid]
-        info, _ = sidecar_fields(t)
+        info = infos[tid]
         missing["artist"] += not t.artist
         missing["title"] += not t.title
         missing["album"] += not t.album

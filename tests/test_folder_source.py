@@ -129,3 +129,41 @@ def test_prepare_folder_refuses_its_own_output(music, tmp_path):
         prepare_folder(out, "mine", tmp_path / "ws", progress=False)
     with pytest.raises(FileNotFoundError):
         scan_folder(tmp_path / "nowhere", progress=False)
+
+
+def test_a_rerun_reads_tags_only_from_new_or_changed_files(music, tmp_path, monkeypatch):
+    import os
+
+    from musicpipe import audio, folder
+
+    ws = tmp_path / "ws"
+    cfg = PrepareConfig(num_jobs=1, valid_share=0.2)
+    first = prepare_folder(music, "cached", ws, cfg, progress=False)
+    assert (ws / "data" / "cached" / folder.TAGS_CACHE).is_file()
+    opened: list = []
+    real = audio.probe
+
+    def counting(path):
+        opened.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(audio, "probe", counting)
+    again = prepare_folder(music, "cached", ws, cfg, progress=False)
+    assert opened == [] and again["run"]["processed"] == 0
+    assert {k: v for k, v in again.items() if k != "run"} == {k: v for k, v in first.items() if k != "run"}
+    # the same tags come from the cache as from the files
+    assert [vars(t) for t in scan_folder(music, progress=False)] == \
+        [vars(t) for t in scan_folder(music, progress=False, tags_cache=json.loads(
+            (ws / "data" / "cached" / folder.TAGS_CACHE).read_text(encoding="utf-8")))]
+    opened.clear()
+    loud = music / "LOUD.MP3"
+    st = loud.stat()
+    try:
+        os.utime(loud, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # edited: read again
+        prepare_folder(music, "cached", ws, cfg, progress=False)
+        assert opened == ["LOUD.MP3"]
+    finally:
+        os.utime(loud, ns=(st.st_atime_ns, st.st_mtime_ns))
+    opened.clear()
+    prepare_folder(music, "cached", ws, cfg, force=True, progress=False)
+    assert len(opened) == first["counts"]["inputs"]

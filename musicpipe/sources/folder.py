@@ -36,7 +36,7 @@ import typing as tp
 import unicodedata
 from pathlib import Path
 
-from musicpipe import audio, paths
+from musicpipe import atomic, audio, paths
 from musicpipe.prepare import PrepareConfig, TrackInput, prepare_tracks, safe_track_id
 from musicpipe.sources.base import NAME, Option, Source, SourceError
 
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 PathLike = tp.Union[str, Path]
 EXTENSIONS = (".mp3", ".ogg", ".flac", ".wav", ".m4a", ".opus")
+TAGS_CACHE = ".scan_tags.json"  # in the dataset folder: each file's tags with its size and mtime (re-runs open nothing)
 _LIST_FIELDS = ("genres", "tags", "moods")
 _TEXT_FIELDS = ("artist", "title", "album", "genre", "description", "license", "instrument", "split")
 _TAG_KEYS: tp.Dict[str, tp.Tuple[str, ...]] = {
@@ -162,11 +163,37 @@ def _track_ids(rels: tp.List[str]) -> tp.Dict[str, str]:
     return ids
 
 
+def _file_tags(file: Path, cache: tp.Optional[tp.Dict[str, tp.Any]]) -> tp.Dict[str, str]:
+    """``audio.probe(file)["tags"]`` ({} when unreadable), from ``cache`` when the file's size and mtime match."""
+    key = str(file)
+    fingerprint = None
+    if cache is not None:
+        try:
+            st = file.stat()
+            fingerprint = [int(st.st_size), int(st.st_mtime_ns)]
+        except OSError:
+            pass
+        hit = cache.get(key)
+        if fingerprint is not None and isinstance(hit, list) and len(hit) == 3 and hit[:2] == fingerprint:
+            return dict(hit[2])
+    try:
+        tags = audio.probe(file)["tags"]
+    except audio.AudioDecodeError as e:
+        logger.debug("no tags from %s", e)
+        tags = {}
+    if cache is not None and fingerprint is not None:
+        cache[key] = [*fingerprint, tags]
+    return tags
+
+
 def scan_folder(input_dir: PathLike, *, metadata_csv: tp.Optional[PathLike] = None,
-                extensions: tp.Sequence[str] = EXTENSIONS, progress: bool = True) -> tp.List[TrackInput]:
+                extensions: tp.Sequence[str] = EXTENSIONS, progress: bool = True,
+                tags_cache: tp.Optional[tp.Dict[str, tp.Any]] = None) -> tp.List[TrackInput]:
     """Every audio file under ``input_dir`` (recursive, sorted by relative path) as a prepare input.
 
     Files whose tags cannot be read are still listed: prepare quarantines them with the decode reason.
+    ``tags_cache`` (``{absolute path: [size, mtime_ns, tags]}``, updated in place) spares opening a file
+    whose size and mtime are those cached; :func:`prepare_folder` keeps one per dataset.
     """
     from tqdm import tqdm
 
@@ -198,10 +225,7 @@ def scan_folder(input_dir: PathLike, *, metadata_csv: tp.Optional[PathLike] = No
     for file, rel in tqdm(list(zip(files, rels)), desc=f"scan {root.name}", unit="file",
                           disable=not progress or len(files) < 50):
         meta: tp.Dict[str, tp.Any] = {}
-        try:
-            _merge(meta, _tag_layer(audio.probe(file)["tags"]))
-        except audio.AudioDecodeError as e:
-            logger.debug("no tags from %s", e)
+        _merge(meta, _tag_layer(_file_tags(file, tags_cache)))
         side = _sidecar_for(file)
         if side is not None:
             try:
@@ -233,16 +257,36 @@ def prepare_folder(input_dir: PathLike, name: str, workspace: tp.Optional[PathLi
                    force: bool = False, progress: bool = True) -> tp.Dict[str, tp.Any]:
     """:func:`scan_folder` then :func:`musicpipe.prepare.prepare_tracks`; returns prepare's report.
 
+    Each file's tags are cached in ``<ws>/data/<name>/.scan_tags.json`` with its size and mtime, so a re-run
+    opens only new or changed files (``force`` reads them all again).
+
     Example (command line): ``musicpipe prepare folder --input ~/music --name my_music``.
     """
     root = Path(input_dir).expanduser().resolve()
     out = paths.dataset_dir(name, workspace).resolve() / "audio"
     if root == out or out in root.parents:
         raise ValueError(f"{input_dir} is prepare's own output folder for {name!r}: point at the source audio")
-    tracks = scan_folder(root, metadata_csv=metadata_csv, progress=progress)
+    cache_path = out.parent / TAGS_CACHE
+    cache = {} if force else _read_tags_cache(cache_path)
+    before = json.dumps(cache, sort_keys=True)
+    tracks = scan_folder(root, metadata_csv=metadata_csv, progress=progress, tags_cache=cache)
     if not tracks:
         raise FileNotFoundError(f"{input_dir}: no audio files ({', '.join(EXTENSIONS)})")
-    return prepare_tracks(tracks, name, workspace, config, force=force, progress=progress)
+    report = prepare_tracks(tracks, name, workspace, config, force=force, progress=progress)
+    listed = {str(t.path) for t in tracks}
+    cache = {k: v for k, v in cache.items() if k in listed}  # the files of this scan only
+    text = json.dumps(cache, sort_keys=True)
+    if text != before:
+        atomic.write_text(cache_path, text + "\n")
+    return report
+
+
+def _read_tags_cache(path: Path) -> tp.Dict[str, tp.Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def source_prepare(workspace: tp.Optional[PathLike] = None, config: tp.Optional[PrepareConfig] = None, *,
