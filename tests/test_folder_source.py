@@ -134,7 +134,8 @@ def test_prepare_folder_refuses_its_own_output(music, tmp_path):
 def test_a_rerun_reads_tags_only_from_new_or_changed_files(music, tmp_path, monkeypatch):
     import os
 
-    from musicpipe import audio, folder
+    from musicpipe import audio
+    from musicpipe.sources import folder
 
     ws = tmp_path / "ws"
     cfg = PrepareConfig(num_jobs=1, valid_share=0.2)
