@@ -608,25 +608,11 @@ def _history_valid(xp: XPInfo, epoch: int) -> tp.Dict[str, float]:
 
 
 def epoch_weights(checkpoint: Path, weights: str = "auto") -> tp.Tuple[str, tp.Any]:
-    """``(which, LM state dict)`` from a per-epoch checkpoint (read with mmap: the optimizer is not loaded).
-
-    ``auto``: the EMA weights when the checkpoint has them (what AudioCraft validates and keeps as best),
-    else the trained weights (``model``); ``best``: the best state up to that epoch.
-    """
-    import torch
-
+    """:func:`musicpipe.generation.epoch_weights`, with a :class:`SamplerError` naming the checkpoint."""
     try:
-        state = torch.load(checkpoint, map_location="cpu", mmap=True)
-    except RuntimeError:  # not the zip format: mmap is unavailable
-        state = torch.load(checkpoint, map_location="cpu")
-    ema = ((state.get("ema") or {}).get("state") or {}).get("model")
-    candidates = {"ema": ema, "model": state.get("model"), "best": (state.get("best_state") or {}).get("model")}
-    order = ["ema", "model", "best"] if weights == "auto" else [weights]
-    for name in order:
-        if candidates.get(name):
-            return name, candidates[name]
-    raise SamplerError(f"{checkpoint}: no {' / '.join(order)} weights in it (keys: {sorted(state)}); "
-                       "is checkpoint.keep_every_states dropping them?")
+        return generation.epoch_weights(checkpoint, weights)
+    except ValueError as exc:
+        raise SamplerError(str(exc)) from None
 
 
 def _generate(model: tp.Any, xp: XPInfo, prompt: Prompt, duration: float, prompt_wav: tp.Any) -> tp.Any:
