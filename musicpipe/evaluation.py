@@ -76,10 +76,17 @@ def real_crops(records: tp.Sequence[tp.Tuple[str, float]], num_clips: int, durat
 def split_by_source(crops: tp.Sequence[tp.Tuple[str, float]]) -> tp.Tuple[tp.List[int], tp.List[int]]:
     """Indices of two halves of ``crops`` with no source file in both (the real-vs-real comparison).
 
+    With a single source file, its crops are halved in time order instead.
+
     >>> split_by_source([("a", 0.0), ("a", 2.0), ("b", 0.0), ("c", 0.0)])
+    ([0, 1], [2, 3])
+    >>> split_by_source([("a", 0.0), ("a", 2.0), ("a", 4.0), ("a", 6.0)])
     ([0, 1], [2, 3])
     """
     sources = sorted({p for p, _ in crops})
+    if len(sources) < 2:
+        half = len(crops) // 2
+        return list(range(half)), list(range(half, len(crops)))
     first = set(sources[:max(1, len(sources) // 2)])
     a = [i for i, (p, _) in enumerate(crops) if p in first]
     return a, [i for i in range(len(crops)) if i not in set(a)]
