@@ -174,6 +174,9 @@ def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.
     if len(crops) < 4:
         raise EvaluationError(f"{egs}: only {len(crops)} crops of {duration:g} s in the valid set; at least 4 "
                               "needed (shorter --duration?)")
+    if len(crops) < num_clips:
+        logger.warning("%s: only %d crops of %g s in the valid set: %d clips instead of %d", egs, len(crops), duration,
+                       len(crops), num_clips)
     settings = {"format": FORMAT_VERSION, "epoch": epoch, "checkpoint": checkpoint.name,
                 "checkpoint_mtime": checkpoint.stat().st_mtime_ns, "num_clips": len(crops), "duration": duration,
                 "seed": seed, "embedding": embedding, "conditioning": conditioning, "valid": str(egs)}
