@@ -6,6 +6,7 @@ Example:
     $ musicpipe train-codec --preset demo_cpu --dataset synthetic_demo
     $ musicpipe train-lm --preset demo_cpu --dataset synthetic_demo --codec <sig> --conditioning genre
     $ musicpipe generate --xp <lm sig> --genre techno --genre ambient
+    $ musicpipe evaluate --xp <lm sig> --epoch 2
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the dora command and exit")
     p.add_argument("--outputs", type=Path, default=None,
                    help="where `Checkpoints Small/<xp>/` goes (default <repo>/outputs)")
+    p.add_argument("--wandb", default=None, metavar="PROJECT",
+                   help="log to Weights & Biases project PROJECT (default $WANDB_PROJECT; unset: off); run name = "
+                        "the XP signature; does not change the XP")
     p.add_argument("overrides", nargs="*", help="free Hydra overrides key=value (after --)")
 
 
@@ -123,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "--out", dest="out", type=Path, default=None,
                    help="folder (default outputs/samples/<xp or export name>)")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("evaluate", help="FAD of an LM's samples against real valid audio, with the codec's floor")
+    p.add_argument("--xp", required=True, help="the LM XP (signature, folder or `latest`)")
+    _add_workspace(p)
+    p.add_argument("--epoch", type=int, action="append", default=None,
+                   help="evaluate this epoch's weights (repeatable; default the last; --all-epochs: every one)")
+    p.add_argument("--all-epochs", action="store_true", help="every epoch with a per-epoch checkpoint")
+    p.add_argument("--num-clips", type=int, default=16, help="generated clips, and real crops (default 16)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per clip (default: the LM's segment, <= 10)")
+    p.add_argument("--embedding", choices=["codec", "vggish"], default="codec",
+                   help="codec: the LM's codec's encoder latents (offline); vggish: needs its weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--outputs", type=Path, default=None, help="receives evaluate/<xp>/epoch_<N>/ (default outputs/)")
+    p.add_argument("--force", action="store_true", help="recompute epochs already evaluated")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("export", help="a self-contained folder with the LM and its codec (AudioCraft's format)")
     p.add_argument("xp", help="XP signature of the trained LM")
@@ -276,7 +296,8 @@ def _train_codec(args: argparse.Namespace) -> int:
         return 0
     run = training.train_codec(args.preset, args.dataset, args.workspace, outputs=_outputs(args),
                                codec_check_every=args.codec_check_every,
-                               codec_check_samples=args.codec_check_samples, **_training_args(args))
+                               codec_check_samples=args.codec_check_samples, wandb=args.wandb,
+                               **_training_args(args))
     print(f"{args.command}: xp {run.sig} done, {len(run.history())} epoch(s) in history, checkpoint {run.checkpoint}")
     return 0
 
@@ -290,7 +311,8 @@ def _train_lm(args: argparse.Namespace) -> int:
         print("dora " + " ".join(plan.args))
         return 0
     run = training.train_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,
-                            init_from=args.init_from, outputs=_outputs(args), **_training_args(args))
+                            init_from=args.init_from, outputs=_outputs(args), wandb=args.wandb,
+                            **_training_args(args))
     print(f"{args.command}: xp {run.sig} done, {len(run.history())} epoch(s) in history, checkpoint {run.checkpoint}")
     return 0
 
@@ -304,6 +326,20 @@ def _generate(args: argparse.Namespace) -> int:
                                         num_samples=n, duration=args.duration, genres=genres,
                                         descriptions=descriptions, seed=args.seed, prompt_audio=args.prompt_audio)
     print(f"generate: {len(res['files'])} sample(s) of {args.duration:.1f} s at {res['sample_rate']} Hz in {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from musicpipe import evaluation
+
+    options = dict(num_clips=args.num_clips, duration=args.duration, seed=args.seed, embedding=args.embedding,
+                   device=args.device, outputs=args.outputs, force=args.force)
+    if args.all_epochs:
+        results = evaluation.evaluate_epochs(args.xp, args.workspace, **options)
+    else:
+        results = [evaluation.evaluate_lm(args.xp, args.workspace, epoch=e, **options) for e in (args.epoch or [None])]
+    for res in results:
+        print(evaluation.summary_line(res))
     return 0
 
 
@@ -348,12 +384,13 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from musicpipe import dora, presets, training
     from musicpipe.notebooks import NotebookError
+    from musicpipe.fad import FADError
     from musicpipe.pipeline import PipelineError
 
     try:
         return args.func(args)
     except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError, ValueError,
-            sources.SourceError, NotebookError, PipelineError) as exc:
+            sources.SourceError, NotebookError, PipelineError, FADError) as exc:
         print(f"musicpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

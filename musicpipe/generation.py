@@ -36,7 +36,9 @@ def load_solver(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None, de
     main = dora.dora_main(workspace)
     from audiocraft.train import get_solver_from_xp
 
-    override = {"device": _device(device), "dataset": {"num_workers": 0}}
+    # loading is not training: no TensorBoard writer or W&B run for this process
+    override = {"device": _device(device), "dataset": {"num_workers": 0},
+                "logging": {"log_tensorboard": False, "log_wandb": False}}
     if override["device"] == "cpu":
         override.update({"autocast": False, "optim": {"ema": {"device": "cpu"}}})
     return get_solver_from_xp(main.get_xp_from_sig(sig), override_cfg=override)
@@ -55,6 +57,28 @@ def load_musicgen(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None, 
     XP.resolve(sig, workspace, kind="lm").require_checkpoint()  # XPError naming the XP, before AudioCraft
     solver = load_solver(sig, workspace, device)
     return MusicGen(f"musicpipe-{sig}", solver.compression_model, solver.model.eval(), max_duration=MAX_DURATION)
+
+
+def epoch_weights(checkpoint: Path, weights: str = "auto") -> tp.Tuple[str, tp.Any]:
+    """``(which, LM state dict)`` from a per-epoch checkpoint (read with mmap: the optimizer is not loaded).
+
+    ``auto``: the EMA weights when the checkpoint has them (what AudioCraft validates and keeps as best),
+    else the trained weights (``model``); ``best``: the best state up to that epoch.
+    """
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", mmap=True)
+    except RuntimeError:  # not the zip format: mmap is unavailable
+        state = torch.load(checkpoint, map_location="cpu")
+    ema = ((state.get("ema") or {}).get("state") or {}).get("model")
+    candidates = {"ema": ema, "model": state.get("model"), "best": (state.get("best_state") or {}).get("model")}
+    order = ["ema", "model", "best"] if weights == "auto" else [weights]
+    for name in order:
+        if candidates.get(name):
+            return name, candidates[name]
+    raise ValueError(f"{checkpoint}: no {' / '.join(order)} weights in it (keys: {sorted(state)}); "
+                     "is checkpoint.keep_every_states dropping them?")
 
 
 def load_released_codec(ref: str, device: tp.Optional[str] = None) -> tp.Any:

@@ -23,7 +23,8 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import combine as combine_mod
-from musicpipe import atomic, doctor, inspection, install, notebooks, paths, presets, release, training
+from musicpipe import atomic, doctor, evaluation, inspection, install, notebooks, paths, presets, release, tracking
+from musicpipe import training
 from musicpipe import report as report_mod
 from musicpipe.xp import XP
 from training_checks import codec_quality_check as cqc
@@ -150,7 +151,8 @@ def combine(datasets: tp.Sequence[str], name: str, workspace: tp.Optional[PathLi
 
 def _run_info(run: tp.Any) -> tp.Dict[str, tp.Any]:
     return {"xp": run.sig, "folder": str(run.folder), "checkpoint": str(run.checkpoint),
-            "epochs": len(run.history()), "skipped": bool(run.skipped), "dataset": run.xp.dataset}
+            "epochs": len(run.history()), "skipped": bool(run.skipped), "dataset": run.xp.dataset,
+            "tensorboard": tracking.tensorboard_command(run.folder.parents[3])}
 
 
 def _check_report(report: tp.Any, lines_key: str) -> tp.Dict[str, tp.Any]:
@@ -173,11 +175,12 @@ def train_codec(preset: str, dataset: str, workspace: tp.Optional[PathLike] = No
                 outputs: tp.Optional[PathLike] = None, epochs: tp.Optional[int] = None,
                 batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
                 codec_check_every: tp.Optional[int] = None, codec_check_samples: tp.Optional[int] = None,
-                overrides: tp.Sequence[str] = ()) -> tp.Dict[str, tp.Any]:
-    """Train (resume, or skip when finished) the codec; returns its XP, folder, checkpoint, epochs."""
+                overrides: tp.Sequence[str] = (), wandb_project: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+    """Train (resume, or skip when finished) the codec; returns its XP, folder, checkpoint, epochs and the
+    command that opens TensorBoard. ``wandb_project``: log to W&B (default ``$WANDB_PROJECT``; unset: off)."""
     run = training.train_codec(preset, dataset, workspace, epochs=epochs, batch_size=batch_size, gpus=gpus,
                                overrides=overrides, outputs=_outputs(outputs), codec_check_every=codec_check_every,
-                               codec_check_samples=codec_check_samples)
+                               codec_check_samples=codec_check_samples, wandb=wandb_project)
     return _run_info(run)
 
 
@@ -185,15 +188,16 @@ def train_lm(preset: str, dataset: str, codec: tp.Optional[str] = "latest",
              workspace: tp.Optional[PathLike] = None, *, conditioning: tp.Optional[str] = None,
              init_from: tp.Optional[str] = None, outputs: tp.Optional[PathLike] = None,
              epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
-             overrides: tp.Sequence[str] = ()) -> tp.Dict[str, tp.Any]:
+             overrides: tp.Sequence[str] = (), wandb_project: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
     """Train (resume, or skip when finished) the MusicGen LM on ``codec``, or fine-tune the release ``init_from``.
 
     Returns the XP, folder, checkpoint, epochs, conditioning, the codec and dataset it trained on, and the
-    release it started from (``init_from``, None from scratch).
+    release it started from (``init_from``, None from scratch), and the command that opens TensorBoard.
+    ``wandb_project``: log to W&B (default ``$WANDB_PROJECT``; unset: off).
     """
     run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, init_from=init_from,
                             epochs=epochs, batch_size=batch_size, gpus=gpus, overrides=overrides,
-                            outputs=_outputs(outputs))
+                            outputs=_outputs(outputs), wandb=wandb_project)
     record = run.xp.record
     return {**_run_info(run), "conditioning": record.get("conditioning"), "codec": record.get("codec"),
             "dataset": run.xp.dataset, "init_from": record.get("init_from")}
@@ -234,6 +238,19 @@ def fixed_seed_samples(xp: str, workspace: tp.Optional[PathLike] = None, *, outp
     latest = sorted((samples / fss.epoch_dir_name(max(summary["epochs"]))).glob("*.wav"))
     return {**summary, "generated_epochs": list(summary["sampled"]), "rows": rows,
             "latest_files": [str(f) for f in latest]}
+
+
+def evaluate(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None,
+             num_clips: int = 16, seed: int = 0) -> tp.Dict[str, tp.Any]:
+    """``musicpipe evaluate`` on every epoch with a checkpoint (epochs already evaluated are skipped).
+
+    Returns ``rows`` (one per epoch: FAD of the LM, the codec floor, real vs real) and ``folder``.
+    """
+    results = evaluation.evaluate_epochs(xp, workspace, num_clips=num_clips, seed=seed, outputs=_outputs(outputs))
+    rows = [{"epoch": r["epoch"], "fad_lm": r["fad"]["lm"], "fad_codec_floor": r["fad"]["codec_floor"],
+             "fad_real_vs_real": r["fad"]["real_vs_real"], "clips": r["settings"]["num_clips"],
+             "status": "already evaluated" if r["skipped"] else "evaluated now"} for r in results]
+    return {"xp": xp, "rows": rows, "folder": str(Path(results[-1]["folder"]).parent) if results else None}
 
 
 def codec_quality(xp: str, workspace: tp.Optional[PathLike] = None, *, outputs: tp.Optional[PathLike] = None,

@@ -33,7 +33,7 @@ import statistics
 import typing as tp
 from pathlib import Path
 
-from musicpipe import atomic, pages, paths
+from musicpipe import atomic, pages, paths, tracking
 from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ Finding = tp.Dict[str, tp.Any]
 LEVELS = ("fail", "warn", "ok")  # most severe first: findings are listed in this order
 LEVEL_COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
 STAGES = ("train", "valid", "evaluate", "generate")
+FAD_SERIES = (("lm", "LM samples"), ("codec_floor", "codec floor"), ("real_vs_real", "real vs real"))
 STAGE_STYLES = {"train": ("C0", "-", "o"), "valid": ("C1", "--", "s"), "evaluate": ("C2", ":", "D"),
                 "generate": ("C3", "-.", "^")}
 # The metric whose trend says whether a run learns, per kind of solver. The codec's ``g_loss`` is
@@ -570,11 +571,30 @@ def plot_specs(history: tp.Sequence[tp.Mapping[str, tp.Mapping[str, float]]], ki
             [Panel("learning rate", "lr", _stage_series(history, "lr", ("train",))),
              Panel("gradient norm (before clipping)", "grad_norm", _stage_series(history, "grad_norm", ("train",)))],
             ncols=2)
+        add("fad.png", "Fréchet Audio Distance per epoch on codec latents (lower is better; musicpipe evaluate)",
+            [Panel("FAD against real valid audio", "FAD",
+                   [Series(label, "fad", metric) for metric, label in FAD_SERIES if series(history, "fad", metric)],
+                   log_scale=False)])
     else:
         names = [m for m in dict.fromkeys(metric_names(history, "train") + metric_names(history, "valid"))
                  if m != "duration"]
         add("metrics.png", "Metrics per epoch", [Panel(m, m, _stage_series(history, m)) for m in names])
     return specs
+
+
+def with_fad(history: tp.Sequence[tp.Mapping[str, tp.Any]], fad: tp.Mapping[int, tp.Mapping[str, tp.Any]]
+             ) -> tp.List[tp.Dict[str, tp.Any]]:
+    """``history`` with a ``fad`` stage at the epochs ``fad`` (:attr:`musicpipe.xp.XP.fad`) evaluated (pure).
+
+    >>> with_fad([{"valid": {"ce": 3.0}}, {}], {2: {"fad": {"lm": 9.0}}, 5: {"fad": {"lm": 1.0}}})
+    [{'valid': {'ce': 3.0}}, {'fad': {'lm': 9.0}}]
+    """
+    out = [dict(epoch) for epoch in history]
+    for epoch, result in fad.items():
+        values = {k: float(v) for k, v in (result.get("fad") or {}).items() if _is_number(v)}
+        if 1 <= int(epoch) <= len(out) and values:
+            out[int(epoch) - 1]["fad"] = values
+    return out
 
 
 def _values(history: tp.Sequence[tp.Any], s: Series) -> tp.List[tp.Tuple[int, float]]:
@@ -749,6 +769,16 @@ def render_html(summary: tp.Mapping[str, tp.Any], last: tp.Mapping[str, tp.Mappi
             facts.append((key, summary["record"][key]))
     if summary.get("datasource_train"):
         facts.append(("train manifest", summary["datasource_train"]))
+    fad = summary.get("fad") or {}
+    if fad:
+        epoch = max(fad, key=int)
+        f = fad[epoch]
+        facts.append((f"FAD, epoch {epoch}", f"{_fmt(f.get('lm'))} (codec floor {_fmt(f.get('codec_floor'))}, real vs "
+                      f"real {_fmt(f.get('real_vs_real'))}; codec latents, lower is better)"))
+    if summary.get("tensorboard"):
+        facts.append(("TensorBoard", summary["tensorboard"]))
+    if summary.get("wandb_runs"):
+        facts.append(("W&B runs (local)", ", ".join(summary["wandb_runs"])))
     metric_stages, metric_rows = _metric_table(last, kind)
     return pages.render(
         "report.html.j2", sig=summary["sig"], solver=summary["solver"], kind=kind, colours=LEVEL_COLOURS,
@@ -830,7 +860,10 @@ def write_report(sig: str, workspace: tp.Optional[PathLike] = None, outputs: Pat
     out_dir = Path(outputs) / "reports" / sig
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _read_record(out_dir / "summary.json").get("files", [])
-    plots = [render_plot(spec, history, out_dir, sig) for spec in plot_specs(history, kind)]
+    xp = xp_mod.XP(folder=folder, sig=sig, workspace=paths.workspace_root(workspace))
+    fad = xp.fad if kind == "lm" else {}
+    plotted = with_fad(history, fad) if fad else history
+    plots = [render_plot(spec, plotted, out_dir, sig) for spec in plot_specs(plotted, kind)]
     metric = primary_metric(history, kind) or ("ce" if kind == "lm" else "mel")
     if log is not None:
         updates = render_updates(log, metric, out_dir, sig)
@@ -853,7 +886,11 @@ def write_report(sig: str, workspace: tp.Optional[PathLike] = None, outputs: Pat
         "record": record,
         "log": None if log is None else {"path": log.path, "updates": len(log.updates), "launches": log.launches,
                                          "errors": len(log.errors), "warnings": log.warnings},
-        "plots": plots, "files": files, "sources": sources,
+        "plots": plots, "files": files, "sources": sources + ([xp_mod.FAD_FILE] if fad else []),
+        "fad": {str(e): r.get("fad") for e, r in sorted(fad.items())},
+        "tensorboard": tracking.tensorboard_command(workspace) if (folder / tracking.TENSORBOARD_DIR).is_dir()
+        else None,
+        "wandb_runs": [str(p) for p in tracking.wandb_runs(folder)],
     }
     atomic.write_text(out_dir / "index.html", render_html(summary, last), permissions=REPORT_FILE_MODE)
     atomic.write_json(out_dir / "summary.json", _json_safe(summary), permissions=REPORT_FILE_MODE, indent=1,

@@ -20,7 +20,7 @@ import urllib.request
 import typing as tp
 from pathlib import Path
 
-from musicpipe import dora, export, manifests, paths, presets, release
+from musicpipe import dora, export, manifests, paths, presets, release, tracking
 from musicpipe.xp import CODEC_FILE, XP, XPError
 
 MIN_FREE_GB = 1.0
@@ -87,6 +87,15 @@ def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]],
         logger.info("xp %s already trained its %d epochs (%s): skipped", sig, epochs, folder)
         return dora.DoraRun(sig=sig, folder=folder, returncode=0, output_tail="", skipped=True)
     return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig)
+
+
+def _wandb_env(project: tp.Optional[str], env: tp.Mapping[str, str], **config: tp.Any) -> tp.Dict[str, str]:
+    """The W&B variables of a training call (:func:`musicpipe.tracking.wandb_env`), {} when W&B is off."""
+    project = tracking.wandb_project(project)
+    if not project:
+        return {}
+    logger.info("W&B: project %s, run named after the XP signature", project)
+    return tracking.wandb_env(project, config, environ={**os.environ, **env})
 
 
 def _finish(run: dora.DoraRun, workspace: tp.Optional[tp.Union[str, Path]], outputs: tp.Optional[Path],
@@ -263,7 +272,7 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
                 gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
                 outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, codec_check_every: tp.Optional[int] = None,
                 codec_check_samples: tp.Optional[int] = None, rerun: bool = False,
-                env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
+                env: tp.Optional[tp.Mapping[str, str]] = None, wandb: tp.Optional[str] = None) -> dora.DoraRun:
     """Train (or resume) an EnCodec codec with ``dora run`` on the compression solver.
 
     An XP that already trained all its epochs is not launched again (``rerun=True`` launches it anyway;
@@ -273,6 +282,7 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
     checkpoints to ``<outputs>/Checkpoints Small/<sig>/`` (``outputs=None``: not published).
     Every ``codec_check_every`` epochs (default ``$CODEC_CHECK_EVERY`` or 10; 0 = off) a codec quality
     check of ``codec_check_samples`` validation segments goes to ``<outputs>/codec_quality_check/<sig>/``.
+    ``wandb``: a W&B project (default ``$WANDB_PROJECT``; None and unset: off); see :mod:`musicpipe.tracking`.
     """
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
@@ -287,6 +297,7 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
         env["CODEC_CHECK_EVERY"] = str(int(codec_check_every))
     if codec_check_samples is not None:
         env["CODEC_CHECK_SAMPLES"] = str(int(codec_check_samples))
+    env.update(_wandb_env(wandb, env, kind="compression", preset=preset, dataset=dataset))
     run = _launch(args, workspace, echo, env, rerun)
     return _finish(run, workspace, outputs, kind="compression", preset=preset, dataset=dataset, args=args)
 
@@ -297,7 +308,7 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
              batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
              gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
              outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, rerun: bool = False,
-             env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
+             env: tp.Optional[tp.Mapping[str, str]] = None, wandb: tp.Optional[str] = None) -> dora.DoraRun:
     """Train (or resume) a MusicGen LM: from scratch on ``codec``, or fine-tuning the release ``init_from``.
 
     ``codec``: a signature, an XP folder or checkpoint, ``latest`` (:meth:`musicpipe.xp.XP.latest`: the codec
@@ -305,7 +316,7 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
     ``init_from``: a Hugging Face id (``facebook/musicgen-small``) or a release folder (``musicpipe export``);
     see :func:`plan_lm`. The XP signature changes with the init source; re-running the same call resumes the
     same XP (its own checkpoint, not the release again). Refuses a codec whose sample rate differs from the
-    dataset's. ``env`` and re-runs as in :func:`train_codec`.
+    dataset's. ``env``, ``wandb`` and re-runs as in :func:`train_codec`.
     """
     check_manifests(dataset or presets.load_preset(preset).dataset, workspace)
     check_disk(workspace)
@@ -319,7 +330,10 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
                                  f"{sorted(rates)} Hz: prepare the data at the codec's rate or train a codec on it")
     logger.info("LM on %s with codec %s (n_q=%d, card=%d), conditioning %s%s", plan.dataset, info.sig, info.n_q,
                 info.card, plan.conditioning, f", fine-tuning {plan.init_from}" if plan.init_from else "")
-    run = _launch(plan.args, workspace, echo, {**plan.env, **(env or {})}, rerun)
+    env = {**plan.env, **(env or {})}
+    env.update(_wandb_env(wandb, env, kind="musicgen", preset=preset, dataset=plan.dataset, codec=info.sig,
+                          conditioning=plan.conditioning, **({"init_from": plan.init_from} if plan.init_from else {})))
+    run = _launch(plan.args, workspace, echo, env, rerun)
     return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=plan.dataset, codec=info.sig,
                    conditioning=plan.conditioning, args=plan.args,
                    **({"init_from": plan.init_from} if plan.init_from else {}))

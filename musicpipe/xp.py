@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 PathLike = tp.Union[str, Path]
 
 RECORD = "musicpipe.json"  # what musicpipe launched in an XP folder (preset, dataset, codec, conditioning)
+FAD_FILE = "fad.json"  # per-epoch FAD of an LM (musicpipe.evaluation), keyed by epoch
 CONFIG = Path(".hydra") / "config.yaml"  # the config Dora resolved at launch
 HISTORY = "history.json"  # one dict per finished epoch, keyed by stage
 CODEC_FILE = "compression_state_dict.bin"  # AudioCraft's release layout
@@ -407,6 +408,16 @@ class XP:
     def finished(self, epochs: tp.Optional[int]) -> bool:
         """The history holds ``epochs`` epochs and ``checkpoint.th`` exists."""
         return epochs is not None and self.checkpoint.exists() and self.epochs_done >= epochs
+
+    @property
+    def fad(self) -> tp.Dict[int, tp.Dict[str, tp.Any]]:
+        """Per-epoch FAD results (``fad.json``, written by :mod:`musicpipe.evaluation`), by epoch; {} when none."""
+        try:
+            data = json.loads((self.folder / FAD_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {int(k): v for k, v in data.items() if str(k).isdigit() and isinstance(v, dict)} \
+            if isinstance(data, dict) else {}
 
     def write_record(self, **info: tp.Any) -> Path:
         """Write ``musicpipe.json`` (signature first, then ``info``) atomically."""

@@ -57,7 +57,7 @@ import re
 import typing as tp
 import urllib.parse
 
-from musicpipe import atomic, generation, manifests, pages, paths
+from musicpipe import atomic, evaluation, generation, manifests, pages, paths
 from musicpipe.codec_metrics import read_segment, write_wav
 from musicpipe.xp import XP, XPError, epoch_checkpoints  # noqa: F401 - epoch_checkpoints: part of this API
 from training_checks import codec_quality_check as cqc
@@ -274,7 +274,8 @@ def settings_brief(data: tp.Mapping[str, tp.Any]) -> str:
 
 
 def render_index(sig: str, epochs: tp.Mapping[int, tp.Mapping[str, tp.Any]],
-                 oracle: tp.Optional[tp.Mapping[str, tp.Any]] = None) -> str:
+                 oracle: tp.Optional[tp.Mapping[str, tp.Any]] = None,
+                 fad: tp.Optional[tp.Mapping[int, tp.Mapping[str, tp.Any]]] = None) -> str:
     """The ``index.html`` of a samples folder (pure): one row per prompt, one column per epoch, then the oracle.
 
     Args:
@@ -284,6 +285,7 @@ def render_index(sig: str, epochs: tp.Mapping[int, tp.Mapping[str, tp.Any]],
             "duration"}`` (names inside the epoch's folder).
         oracle: the ``settings.json`` of ``oracle/`` (its ``files`` keyed by prompt id, plus
             ``reference``), or None.
+        fad: per-epoch FAD results (:attr:`musicpipe.xp.XP.fad`): shown in the epoch's header beside valid ce.
 
     Every link is relative (``epoch_2/genre_rock.wav``), so the folder works wherever it is copied;
     every string is escaped (``musicpipe/templates/samples.html.j2``, :mod:`musicpipe.pages`).
@@ -320,6 +322,11 @@ def render_index(sig: str, epochs: tp.Mapping[int, tp.Mapping[str, tp.Any]],
             detail.append("other settings than epoch %d (%s)" % (order[-1], settings_brief(epochs[epoch])))
         for name, value in sorted((info.get("valid") or {}).items()):
             detail.append(f"valid {name} {value:.3g}" if isinstance(value, (int, float)) else f"valid {name} {value}")
+        values = ((fad or {}).get(epoch) or {}).get("fad") or {}
+        if isinstance(values.get("lm"), (int, float)):
+            floor = values.get("codec_floor")
+            detail.append(f"FAD {values['lm']:.3g}" + (f" (codec floor {floor:.3g})"
+                                                       if isinstance(floor, (int, float)) else ""))
         columns.append({"epoch": epoch, "detail": " · ".join(d for d in detail if d)})
     body = []
     for prompt_id, prompt in rows.items():
@@ -368,8 +375,12 @@ def sampled_epochs(samples_dir: PathLike) -> tp.Dict[int, tp.Dict[str, tp.Any]]:
     return dict(sorted(found.items()))
 
 
-def write_index(samples_dir: PathLike, sig: tp.Optional[str] = None) -> Path:
-    """Write ``<samples_dir>/index.html`` from the complete folders found there (unless unchanged); return its path."""
+def write_index(samples_dir: PathLike, sig: tp.Optional[str] = None,
+                fad: tp.Optional[tp.Mapping[int, tp.Mapping[str, tp.Any]]] = None) -> Path:
+    """Write ``<samples_dir>/index.html`` from the complete folders found there (unless unchanged); return its path.
+
+    ``fad``: per-epoch FAD results for the epochs' headers (:attr:`musicpipe.xp.XP.fad`).
+    """
     samples = Path(samples_dir)
     epochs = sampled_epochs(samples)
     oracle = _read_settings(samples / ORACLE)
@@ -378,7 +389,7 @@ def write_index(samples_dir: PathLike, sig: tp.Optional[str] = None) -> Path:
     if sig is None:
         for data in list(epochs.values()) + [oracle or {}]:
             sig = data.get("settings", {}).get("xp") or sig
-    page, target = render_index(sig or "?", epochs, oracle), samples / INDEX
+    page, target = render_index(sig or "?", epochs, oracle, fad), samples / INDEX
     try:
         if target.read_text(encoding="utf-8") == page:
             return target  # unchanged: leave it (and its mtime) alone
@@ -608,25 +619,11 @@ def _history_valid(xp: XPInfo, epoch: int) -> tp.Dict[str, float]:
 
 
 def epoch_weights(checkpoint: Path, weights: str = "auto") -> tp.Tuple[str, tp.Any]:
-    """``(which, LM state dict)`` from a per-epoch checkpoint (read with mmap: the optimizer is not loaded).
-
-    ``auto``: the EMA weights when the checkpoint has them (what AudioCraft validates and keeps as best),
-    else the trained weights (``model``); ``best``: the best state up to that epoch.
-    """
-    import torch
-
+    """:func:`musicpipe.generation.epoch_weights`, with a :class:`SamplerError` naming the checkpoint."""
     try:
-        state = torch.load(checkpoint, map_location="cpu", mmap=True)
-    except RuntimeError:  # not the zip format: mmap is unavailable
-        state = torch.load(checkpoint, map_location="cpu")
-    ema = ((state.get("ema") or {}).get("state") or {}).get("model")
-    candidates = {"ema": ema, "model": state.get("model"), "best": (state.get("best_state") or {}).get("model")}
-    order = ["ema", "model", "best"] if weights == "auto" else [weights]
-    for name in order:
-        if candidates.get(name):
-            return name, candidates[name]
-    raise SamplerError(f"{checkpoint}: no {' / '.join(order)} weights in it (keys: {sorted(state)}); "
-                       "is checkpoint.keep_every_states dropping them?")
+        return generation.epoch_weights(checkpoint, weights)
+    except ValueError as exc:
+        raise SamplerError(str(exc)) from None
 
 
 def _generate(model: tp.Any, xp: XPInfo, prompt: Prompt, duration: float, prompt_wav: tp.Any) -> tp.Any:
@@ -684,7 +681,7 @@ def run_sampler(sig: str, *, epochs: tp.Optional[tp.Sequence[int]] = None, works
                 outputs: tp.Optional[PathLike] = None, duration: float = 5.0, prompt_seconds: float = 2.0,
                 prompt_audio: tp.Optional[PathLike] = None, seed: int = 0, num_unconditional: int = 2,
                 max_conditions: int = 8, weights: str = "auto", device: tp.Optional[str] = None,
-                force: bool = False) -> tp.Dict[str, tp.Any]:
+                force: bool = False, fad_clips: int = 0) -> tp.Dict[str, tp.Any]:
     """Sample the per-epoch checkpoints of LM XP ``sig``; write ``<outputs>/samples/`` and its ``index.html``.
 
     Args:
@@ -699,6 +696,8 @@ def run_sampler(sig: str, *, epochs: tp.Optional[tp.Sequence[int]] = None, works
         seed: base seed (see :func:`build_prompts`); num_unconditional: unconditional prompts;
         max_conditions: at most this many genres/descriptions (:func:`pick_conditions`).
         weights: ``auto`` | ``model`` | ``ema`` | ``best`` (:func:`epoch_weights`).
+        fad_clips: when > 0, also :func:`musicpipe.evaluation.evaluate_lm` every wanted epoch with that many
+            clips (skipped when done); the FAD of every evaluated epoch shows in the page's header row.
 
     Returns:
         ``{"xp", "samples_dir", "index", "epochs" (available), "sampled", "skipped", "prompts", "oracle"}``.
@@ -761,7 +760,11 @@ def run_sampler(sig: str, *, epochs: tp.Optional[tp.Sequence[int]] = None, works
         for e in tqdm(todo, desc=f"sampling XP {xp.sig}", unit="epoch", disable=len(todo) < 2):
             _sample_epoch(model, xp, e, available[e], samples / epoch_dir_name(e), epoch_settings[e], prompts,
                           prompt_wav, weights)
-    index = write_index(samples, xp.sig)
+    if fad_clips > 0:
+        for e in wanted:
+            evaluation.evaluate_lm(xp.sig, xp.workspace, epoch=e, num_clips=fad_clips, device=device,
+                                   outputs=samples.parent)
+    index = write_index(samples, xp.sig, _xp(xp).fad)
     return {"xp": xp.sig, "samples_dir": str(samples), "index": str(index), "epochs": sorted(available),
             "sampled": todo, "skipped": skipped, "prompts": [p.id for p in prompts], "oracle": oracle_todo}
 
@@ -809,6 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: EMA weights when saved, else the trained ones; best: best state so far")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--force", action="store_true", help="resample even epochs already done")
+    parser.add_argument("--fad-clips", type=int, default=0,
+                        help="also compute each sampled epoch's FAD with N clips (musicpipe evaluate; 0 = off)")
     return parser
 
 
@@ -833,15 +838,16 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                   f"({', '.join(map(str, available)) or 'none'}) in {xp.folder}")
             return 0
         if args.generate_index:
-            resolve_lm_xp(args.xp, args.workspace)
-            index = write_index(_samples_dir(args), args.xp)
+            xp = resolve_lm_xp(args.xp, args.workspace)
+            index = write_index(_samples_dir(args), args.xp, _xp(xp).fad)
             print(f"fixed_seed_sampler: {args.xp}: index of {len(sampled_epochs(index.parent))} epoch(s) -> {index}")
             return 0
         summary = run_sampler(args.xp, epochs=args.epoch, workspace=args.workspace, outputs=args.outputs,
                               duration=args.duration, prompt_seconds=args.prompt_seconds,
                               prompt_audio=args.prompt_audio, seed=args.seed,
                               num_unconditional=args.num_unconditional, max_conditions=args.max_conditions,
-                              weights=args.weights, device=args.device, force=args.force)
+                              weights=args.weights, device=args.device, force=args.force,
+                              fad_clips=args.fad_clips)
     except SamplerError as e:
         print(f"fixed_seed_sampler: error: {e}", file=sys.stderr)
         return 1

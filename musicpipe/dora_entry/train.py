@@ -4,7 +4,8 @@ Importing this module (which every Dora process does) sets the environment, lets
 AudioCraft checkpoints, falls back to gloo without CUDA and registers training hooks; then it
 re-exports AudioCraft's Hydra/Dora main unchanged, so XP signatures are AudioCraft's own.
 Hooks: codec quality checks (:mod:`.hooks`), training stability (:mod:`.stability_hooks`, ``MUSICPIPE_STABILITY``
-and ``STABILITY_*``), curriculum state carry-over (:mod:`.carry_state`, ``MUSICPIPE_CARRY_STATE``), then ``MUSICPIPE_EXTRA_HOOKS=module:function[,module:function]`` (:func:`install_extra_hooks`).
+and ``STABILITY_*``), curriculum state carry-over (:mod:`.carry_state`, ``MUSICPIPE_CARRY_STATE``), W&B (:mod:`.wandb_hooks`,
+``MUSICPIPE_WANDB_PROJECT``), then ``MUSICPIPE_EXTRA_HOOKS=module:function[,module:function]`` (:func:`install_extra_hooks`).
 
 Example (what :mod:`musicpipe.dora` runs for you):
     $ DORA_PACKAGE=musicpipe.dora_entry python -m dora run solver=compression/debug device=cpu ...
@@ -19,6 +20,7 @@ from audiocraft.train import get_solver_from_sig, get_solver_from_xp, main  # no
 from musicpipe.dora_entry.carry_state import install_carry_state_hook  # noqa: E402
 from musicpipe.dora_entry.hooks import install_codec_check_hook  # noqa: E402
 from musicpipe.dora_entry.stability_hooks import install_stability_hooks  # noqa: E402
+from musicpipe.dora_entry.wandb_hooks import install_wandb_hook  # noqa: E402
 
 EXTRA_HOOKS_ENV = "MUSICPIPE_EXTRA_HOOKS"
 
@@ -58,6 +60,7 @@ def install_extra_hooks(spec: str | None = None) -> list[str]:
 install_codec_check_hook()
 install_stability_hooks()
 install_carry_state_hook()
+install_wandb_hook()
 # Keep last (after any other install_* line): researchers' hooks wrap ours.
 install_extra_hooks()
 
