@@ -6,7 +6,6 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import run_cli
