@@ -112,6 +112,11 @@ def codec_parameters_from_cfg(cfg: tp.Any) -> tp.Tuple[int, int]:
     from audiocraft.models import builders as model_builders
     from audiocraft.solvers import builders as solver_builders
 
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(cfg):
+        cfg.device = "meta"  # the builders move the model to cfg.device
     with torch.device("meta"):
         model = model_builders.get_compression_model(cfg)
         adversaries = solver_builders.get_adversarial_losses(cfg)
