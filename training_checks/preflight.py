@@ -675,6 +675,9 @@ def check_shm(cfg: tp.Any, world: int, total: tp.Optional[float] = None) -> Chec
 
 def check_epoch(cfg: tp.Any, world: int) -> CheckResult:
     """Every epoch runs ``optim.updates_per_epoch`` full batches (:func:`musicpipe.sizing.epoch_plan`)."""
+    if int(cfg.dataset.batch_size) < world:
+        return CheckResult("epoch", PASS, f"not computed: dataset.batch_size {cfg.dataset.batch_size} < {world} "
+                                          "processes (see the batch check)")
     plan = sizing.epoch_plan(int(cfg.dataset.batch_size), world, cfg.optim.updates_per_epoch,
                              int(cfg.dataset.train.num_samples))
     details = dataclasses.asdict(plan)
@@ -958,7 +961,8 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
             guarded("channels", lambda: results.append(check_channels(cfg, probes, dataset)))
             guarded("segment length", lambda: results.append(
                 check_segment_length(cfg, records, manifest_paths, min_long_share)))
-        if raw_cfg is not None:
+        seg = next((r for r in results if r.name == "segment length"), None)
+        if raw_cfg is not None and seg is not None and seg.status == PASS:  # else that check says it already
             guarded("padding", lambda: results.append(check_padding(raw_cfg, records, manifest_paths["train"])))
         if "train" in records and "valid" in records:
             guarded("split leak", lambda: results.append(check_split_leak(records, dataset, ws)))

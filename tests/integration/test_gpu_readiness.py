@@ -67,7 +67,8 @@ def test_two_ranks_nan_on_one_rank_keeps_epoch_metrics_aligned(workspace, codec,
     assert set(two) == set(one)  # the same keys, none lost to the NaN step
     for metrics in (one, two):
         assert all(math.isfinite(v) for v in metrics.values())
-        # each value under its own name: the LR is the configured one (no scheduler), ppl ~ exp(ce)
+        # each value under its own name: the LR is the configured one (no scheduler), ce is the mean of the
+        # per-codebook ce_q (an exact relation on every step), ppl = mean(exp(ce)) >= exp(mean(ce)) (Jensen)
         assert metrics["lr"] == pytest.approx(1e-3)
-        assert metrics["ppl"] == pytest.approx(math.exp(metrics["ce"]), rel=0.25)
+        assert metrics["ppl"] >= math.exp(metrics["ce"]) * 0.999
         assert metrics["ce"] == pytest.approx(sum(metrics[f"ce_q{k}"] for k in range(1, 5)) / 4, rel=1e-3)
