@@ -17,7 +17,7 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, config, paths
+from musicpipe import audiocraft_env, config, paths, presets, sizing
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_FREE_GB = 10.0
@@ -110,6 +110,68 @@ def check_disk(workspace: tp.Optional[tp.Union[str, Path]] = None) -> Check:
                  ("" if status == OK else f" (less than {MIN_FREE_GB:.0f} GiB: checkpoints and data will not fit)"))
 
 
+SHM_MIN_BYTES = 1e9  # below this /dev/shm cannot hold even one LM batch per worker (Docker's default: 64 MB)
+SHM_FIX = "docker run --shm-size=32g (or the pod's shared-memory setting), or MUSICPIPE_LOADER_WORKERS=0"
+
+
+def check_shm(total: tp.Optional[float] = None) -> Check:
+    """``/dev/shm``: DataLoader workers hand every batch to the trainer through it."""
+    if total is None:
+        try:
+            total = float(shutil.disk_usage("/dev/shm").total)
+        except OSError:
+            return Check("shm", WARN, f"no /dev/shm: loader workers cannot share batches; {SHM_FIX}")
+    if total < SHM_MIN_BYTES:
+        return Check("shm", WARN, f"/dev/shm is {sizing.fmt_gb(total)}: loader workers will die with a bus error on "
+                                  f"audio batches; {SHM_FIX}")
+    return Check("shm", OK, f"/dev/shm {sizing.fmt_gb(total)}")
+
+
+def check_preset_forecasts(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
+    """For each GPU preset whose dataset is prepared in the workspace: what its codec and LM runs will write
+    (:func:`musicpipe.sizing.disk_forecast`, an estimate) against the workspace volume's free space, and the
+    ``/dev/shm`` its LM's loader workers need on this machine."""
+    from musicpipe.dora_entry.loader_workers import ENV_VAR, effective_workers, usable_cores
+
+    ws = paths.workspace_root(workspace)
+    free = paths.free_gib(ws) * 2**30
+    rows = []
+    for name in presets.available_presets():
+        preset = presets.load_preset(name)
+        if preset.gpus < 1 or not (paths.dataset_dir(preset.dataset, ws) / "egs" / "train").is_dir():
+            continue
+        try:
+            parts, lm_cfg = [], None
+            for kind in presets.SOLVERS:
+                if getattr(preset, kind) is None:
+                    continue
+                codec = presets.CodecInfo("00000000", 4, 2048) if kind == "musicgen" else None
+                cfg = config.compose(presets.hydra_overrides(presets.dora_run_args(preset, kind, codec=codec)), ws)
+                label = "codec" if kind == "compression" else "LM"
+                parts += [sizing.Part(f"{label} {p.label}", p.count, p.each) for p in sizing.disk_forecast(cfg).parts]
+                lm_cfg = cfg if kind == "musicgen" else lm_cfg
+        except Exception as exc:  # noqa: BLE001 - a preset that does not compose is this row's finding
+            rows.append(Check(f"disk {name}", WARN, f"cannot forecast: {type(exc).__name__}: {exc}"))
+            continue
+        forecast = sizing.DiskForecast(parts)
+        status = OK if forecast.status(free) == sizing.PASS else WARN
+        rows.append(Check(f"disk {name}", status, f"{forecast.line(free)} under {ws} (estimate)"))
+        if lm_cfg is not None:
+            ranks = max(1, preset.gpus)
+            workers = effective_workers(int(lm_cfg.dataset.num_workers), usable_cores(), ranks,
+                                        os.environ.get(ENV_VAR, "auto"))
+            need = sizing.shm_bytes(int(lm_cfg.dataset.batch_size) // ranks, float(lm_cfg.dataset.segment_duration),
+                                    int(lm_cfg.sample_rate), int(lm_cfg.channels), workers, ranks)
+            try:
+                total = float(shutil.disk_usage("/dev/shm").total)
+            except OSError:
+                total = 0.0
+            rows.append(Check(f"shm {name}", OK if need <= total else WARN,
+                              f"LM loaders: {ranks} rank(s) x {workers} worker(s) need ~{sizing.fmt_gb(need)}; "
+                              f"/dev/shm has {sizing.fmt_gb(total)}" + ("" if need <= total else f": {SHM_FIX}")))
+    return rows
+
+
 def check_environment(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
     env = audiocraft_env.environment(workspace)
     rows = []
@@ -150,8 +212,11 @@ def check_hydra(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[C
 def run_checks(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[Check]:
     rows = [check_ffmpeg(), *check_packages(), check_torchaudio_io(), check_gpus(), check_disk(workspace),
             *check_environment(workspace)]
+    rows.append(check_shm())
     if all(r.status != FAIL for r in rows if r.name in ("audiocraft", "dora", "hydra", "torch")):
         rows += check_hydra(workspace)
+        if all(r.status == OK for r in rows if r.name.startswith("hydra")):
+            rows += check_preset_forecasts(workspace)
     return rows
 
 

@@ -23,7 +23,7 @@ def test_every_preset_composes(workspace, demo_data, name, kind, conditioning):
         if "/" in key:  # a config group choice, not a value
             continue
         node = cfg
-        for part in key.split("."):
+        for part in key.lstrip("+").split("."):  # "+key": appended by Hydra
             node = node[part]
         assert node == value, f"{name}/{kind}: {key} composed to {node!r}, preset says {value!r}"
     assert cfg.datasource.train.endswith(f"/data/{preset.dataset}/egs/train")
@@ -103,7 +103,7 @@ def test_finetune_presets_compose_with_the_stored_release_config(workspace, stor
     for key in ("optim.lr", "optim.optimizer", "schedule.lr_scheduler", "schedule.cosine.warmup", "dataset.batch_size",
                 "autocast_dtype"):
         node = cfg
-        for part in key.split("."):
+        for part in key.lstrip("+").split("."):  # "+key": appended by Hydra
             node = node[part]
         assert node == preset.musicgen.overrides[key], key
     assert plan.args[:4] == (["run", "-d", "--ddp_workers", "4"] if preset.gpus > 1 else ["run"] + plan.args[1:4])

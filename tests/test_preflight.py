@@ -22,8 +22,8 @@ from musicpipe.sources import synthetic
 NAME = "synth"
 ENV_KEYS = ("MUSICPIPE_WORKSPACE", "AUDIOCRAFT_DORA_DIR", "HF_HUB_OFFLINE", "AUDIOCRAFT_TEAM", "DORA_PACKAGE",
             "DORA_MAIN_MODULE")
-CLEAN = ["config", "manifest train", "manifest valid", "files", "sample rate", "channels", "segment length",
-         "split leak", "disk", "gpu", "batch", "env MUSICPIPE_WORKSPACE", "env AUDIOCRAFT_DORA_DIR"]
+CLEAN = ["config", "manifest train", "manifest valid", "files", "sample rate", "channels", "segment length", "padding",
+         "split leak", "disk", "shm", "epoch", "gpu", "batch", "env MUSICPIPE_WORKSPACE", "env AUDIOCRAFT_DORA_DIR"]
 
 
 @pytest.fixture(autouse=True)
@@ -74,14 +74,14 @@ def test_clean_dataset_passes_every_check_and_leaves_the_environment(ws: Path) -
     # values come from the composed AudioCraft config of the demo_cpu preset
     config = report.get("config").details
     assert (config["sample_rate"], config["channels"], config["segment_duration"], config["min_segment_ratio"],
-            config["batch_size"], config["device"]) == (32000, 1, 1.0, 0.5, 2, "cpu")
+            config["batch_size"], config["device"]) == (32000, 1, 1.0, 1.0, 2, "cpu")
     assert config["datasource"]["train"] == str(paths.dataset_dir(NAME, ws) / "egs" / "train")
     train, valid = _records(ws, "train"), _records(ws, "valid")
     assert report.get("files").details["checked"] == {"train": len(train), "valid": len(valid)}
     assert report.get("manifest train").details["files"] == len(train) == 7
     assert report.get("split leak").details["split_method"] == "artist"
     assert "CPU-only preset demo_cpu" in report.get("gpu").message
-    assert report.summary_line() == f"preflight: {NAME} (compression, preset demo_cpu): ready: 13 checks, 13 passed"
+    assert report.summary_line() == f"preflight: {NAME} (compression, preset demo_cpu): ready: 16 checks, 16 passed"
     # composing activates AudioCraft's environment for a moment; the caller's is left as it was
     assert {k: os.environ.get(k) for k in ENV_KEYS} == before
     data = json.loads(json.dumps(report.to_dict()))
@@ -218,7 +218,7 @@ def test_artist_leaked_across_splits(ws: Path) -> None:
 
 
 def test_segments_shorter_than_the_solver_needs(ws: Path) -> None:
-    report = pf.run_preflight(NAME, workspace=ws, overrides=["dataset.segment_duration=30"])
+    report = pf.run_preflight(NAME, workspace=ws, overrides=["dataset.segment_duration=30", "dataset.min_segment_ratio=0.5"])
     message = _broken(report, "segment length")
     train = paths.dataset_dir(NAME, ws) / "egs" / "train" / "data.jsonl"
     longest = max(_records(ws, "train"), key=lambda r: r.duration)  # all 4 s: the first in manifest order
@@ -232,7 +232,7 @@ def test_short_segments_warn_below_the_share(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     # 4 s tracks cut into 3 s segments + 1 s tails: 75 % of the audio in files of 3 s
     _prepare(ws, PrepareConfig(num_jobs=1, segment_seconds=3.0, min_last_segment_seconds=0.5))
-    overrides = ["dataset.segment_duration=5"]  # needs 2.5 s (x 0.5)
+    overrides = ["dataset.segment_duration=5", "dataset.min_segment_ratio=0.5"]  # needs 2.5 s (x 0.5)
     report = pf.run_preflight(NAME, workspace=ws, overrides=overrides)
     assert report.get("segment length").status == pf.PASS
     assert report.get("segment length").details["train"]["share"] == pytest.approx(0.75)
@@ -243,7 +243,7 @@ def test_short_segments_warn_below_the_share(tmp_path: Path) -> None:
 
 def test_not_enough_disk(ws: Path) -> None:
     message = _broken(pf.run_preflight(NAME, workspace=ws, min_free_gb=1e9), "disk")
-    assert message.startswith(f"{ws}: only ") and "at least 1e+09 GiB needed for checkpoints" in message
+    assert message.startswith(f"{ws}: needs ~") and "GB free (estimate); below the 1e+09 GiB floor" in message
 
 
 def test_batch_not_divisible_by_processes(ws: Path) -> None:
@@ -312,9 +312,9 @@ def test_codec_xp_that_does_not_exist(ws: Path) -> None:
     assert report.results[-1] is codec and codec.status == pf.FAIL and report.codec == "0badc0de"
     assert codec.message == (f"codec XP 0badc0de: {paths.xp_dir('0badc0de', ws)}: no such XP in workspace {ws} (is "
                              "the signature or --workspace right?)")
-    # the data checks still ran on the LM's config (MusicGen: 2 s segments x 0.8 in the demo preset)
+    # the data checks still ran on the LM's config (MusicGen: 2 s segments x 1.0 in the demo preset)
     assert report.get("config").details["segment_duration"] == 2.0
-    assert report.get("config").details["min_segment_ratio"] == 0.8
+    assert report.get("config").details["min_segment_ratio"] == 1.0
     assert [n for n, s in _statuses(report).items() if s != pf.PASS] == ["codec"]
     # no codec trained for the dataset: "latest" names the experiments folder
     latest = pf.run_preflight(NAME, "musicgen", workspace=ws)
@@ -384,7 +384,7 @@ def test_cli(ws: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == f"preflight {NAME}: solver compression, preset demo_cpu, workspace {ws}"
     assert [line.split()[0] for line in lines[1:-1]] == [pf.PASS] * len(CLEAN)
-    assert lines[-1] == f"preflight: {NAME} (compression, preset demo_cpu): ready: 13 checks, 13 passed"
+    assert lines[-1] == f"preflight: {NAME} (compression, preset demo_cpu): ready: 16 checks, 16 passed"
     assert json.loads(out.read_text())["settings"]["sample"] is None
 
     Path(_records(ws, "train")[0].path).unlink()

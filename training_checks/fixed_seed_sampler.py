@@ -17,6 +17,9 @@ WAVs are 16-bit PCM at the model's rate, peak-normalised to 0.9; PNGs are log sp
 dBFS scale. Every file is written under a temp name then renamed; ``settings.json`` is written last and
 marks the folder complete, so a re-run skips epochs already sampled with the same settings (seed,
 prompts, durations, checkpoint identity) and redoes the others. Same seed, same bytes (on one device).
+The epochs sampled are also recorded in the XP folder (``sampled_epochs.json``): checkpoint retention
+(``checkpoint.keep_last``, :mod:`musicpipe.dora_entry.retention`) prunes those first, so run the sampler
+during a long training to see every epoch it saves.
 
 As a script::
 
@@ -59,6 +62,7 @@ import urllib.parse
 
 from musicpipe import atomic, evaluation, generation, manifests, pages, paths
 from musicpipe.codec_metrics import read_segment, write_wav
+from musicpipe.dora_entry import retention
 from musicpipe.xp import XP, XPError, epoch_checkpoints  # noqa: F401 - epoch_checkpoints: part of this API
 from training_checks import codec_quality_check as cqc
 
@@ -760,6 +764,10 @@ def run_sampler(sig: str, *, epochs: tp.Optional[tp.Sequence[int]] = None, works
         for e in tqdm(todo, desc=f"sampling XP {xp.sig}", unit="epoch", disable=len(todo) < 2):
             _sample_epoch(model, xp, e, available[e], samples / epoch_dir_name(e), epoch_settings[e], prompts,
                           prompt_wav, weights)
+    try:  # checkpoint retention (checkpoint.keep_last) prunes sampled epochs first
+        retention.record_sampled(xp.folder, [*todo, *skipped])
+    except OSError as exc:
+        logger.warning("could not record the sampled epochs in %s: %s", xp.folder, exc)
     if fad_clips > 0:
         for e in wanted:
             evaluation.evaluate_lm(xp.sig, xp.workspace, epoch=e, num_clips=fad_clips, device=device,

@@ -17,8 +17,14 @@ Each check gives ``PASS``, ``WARN`` or ``FAIL`` with a message that names the fi
 - ``split leak``: no track on both sides (FAIL); no artist on both sides (FAIL for an artist split, which
   prepare uses unless its report says it fell back to a track split, then WARN). Artists and track ids come
   from the sidecars.
-- ``disk``: free space under the workspace for checkpoints (:func:`musicpipe.training.check_disk`; 1 GiB for
-  CPU presets, 10 GiB for GPU presets).
+- ``padding``: the exact expected share of zero padding in training crops, from the manifest's durations and the
+  composed ``segment_duration``, ``min_segment_ratio``, ``min/max_audio_duration`` (WARN above 1 %).
+- ``disk``: what the run will write (:func:`musicpipe.sizing.disk_forecast`: ``checkpoint.th``, per-epoch
+  checkpoints after ``checkpoint.keep_last``, samples, codec checks) against the free space under the workspace:
+  FAIL when it cannot fit, WARN within 20 %; 1 GiB (CPU presets) / 10 GiB (GPU presets) free stay a floor.
+- ``shm``: ``/dev/shm`` holds the batches the loader workers have in flight (FAIL when it cannot; Docker's
+  default is 64 MB).
+- ``epoch``: ``dataset.train.num_samples`` gives every epoch ``optim.updates_per_epoch`` full batches (WARN).
 - ``gpu``: CPU presets (``device=cpu``) pass as "CPU-only preset"; a CUDA preset fails without CUDA, or with
   fewer visible GPUs than the processes it launches; it warns when another process holds a GPU's memory.
 - ``batch``: ``dataset.batch_size`` (and each split's own ``batch_size``) is divisible by the number of
@@ -73,7 +79,7 @@ import os
 import random
 import typing as tp
 
-from musicpipe import atomic, audio, audiocraft_env, config, manifests, paths, presets, training
+from musicpipe import atomic, audio, audiocraft_env, config, manifests, paths, presets, sizing, training
 from musicpipe import split as split_mod
 
 logger = logging.getLogger(__name__)
@@ -572,6 +578,118 @@ def check_disk_space(ws: Path, min_free_gb: float) -> CheckResult:
                        {"free_gib": round(free, 3), "min_free_gb": min_free_gb})
 
 
+def check_disk_forecast(ws: Path, forecast: tp.Optional[sizing.DiskForecast], min_free_gb: float) -> CheckResult:
+    """What the run will write (:func:`musicpipe.sizing.disk_forecast`) against the free space under ``ws``: FAIL when
+    it cannot fit (or less than the ``min_free_gb`` floor is free), WARN within 20 %, with the estimate's parts."""
+    free = paths.free_gib(ws) * 2**30
+    floor = min_free_gb * 2**30
+    details: tp.Dict[str, tp.Any] = {"free_bytes": free, "min_free_gb": min_free_gb}
+    if forecast is None:
+        if free < floor:
+            return CheckResult("disk", FAIL, f"{ws}: only {free / 2**30:.2f} GiB free, at least {min_free_gb:g} GiB "
+                                             "needed (no forecast: the config did not compose)", details)
+        return CheckResult("disk", PASS, f"{free / 2**30:.1f} GiB free under {ws} (no forecast: the config did not "
+                                         "compose)", details)
+    details["forecast"] = forecast.to_dict()
+    status = forecast.status(free)
+    if free < floor:
+        status = FAIL
+    message = f"{ws}: {forecast.line(free)} (estimate)"
+    if status == FAIL:
+        message += (f"; below the {min_free_gb:g} GiB floor" if free < floor and forecast.total <= free else
+                    ": lower checkpoint.keep_last or save_every, or free space")
+    elif status == WARN:
+        message += f": within {sizing.FIT_MARGIN:.0%} of the free space"
+    return CheckResult("disk", status, message, details)
+
+
+def check_padding(cfg: tp.Any, records: tp.Mapping[str, tp.Sequence[tp.Any]], manifest: Path) -> CheckResult:
+    """The exact expected share of zero padding in training crops (:func:`musicpipe.sizing.padded_share`) from the
+    manifest's durations and the composed ``dataset`` settings; WARN above 1 %, FAIL when
+    ``dataset.min_audio_duration`` filters out every train file (AudioCraft asserts)."""
+    from omegaconf import OmegaConf
+
+    def get(key: str, default: tp.Any = None) -> tp.Any:
+        value = OmegaConf.select(cfg, key, default=default)
+        return default if value is None else value
+
+    segment = get("dataset.segment_duration")
+    recs = records.get("train") or []
+    if not segment or not recs:
+        return CheckResult("padding", PASS, "whole files are used (no dataset.segment_duration)" if not segment
+                           else "no train files to check")
+    ratio = float(get("dataset.min_segment_ratio", 0.5))
+    lo, hi = get("dataset.min_audio_duration"), get("dataset.max_audio_duration")
+    durations = [float(r.duration) for r in recs]
+    kept = [d for d in durations if (lo is None or d >= lo) and (hi is None or d <= hi)]
+    rule = (f"segment_duration {float(segment):g} s, min_segment_ratio {ratio:g}"
+            + (f", min_audio_duration {lo:g} s" if lo is not None else "")
+            + (f", max_audio_duration {hi:g} s" if hi is not None else ""))
+    details = {"files": len(durations), "files_used": len(kept)}
+    if not kept:
+        return CheckResult("padding", FAIL, f"{manifest}: no train file passes {rule} (AudioCraft asserts): prepare "
+                           "longer segments or lower dataset.min_audio_duration", details)
+    share = sizing.padded_share(durations, float(segment), ratio, lo, hi,
+                                sample_on_duration=bool(get("dataset.sample_on_duration", True)))
+    details["padded_share"] = share
+    dropped = f"; {len(durations) - len(kept)} shorter file(s) left out" if len(kept) < len(durations) else ""
+    if share > sizing.MAX_PADDED_SHARE:
+        fix = ("dataset.min_segment_ratio: 1.0 takes crops that end inside the file" if ratio < 1 else
+               f"dataset.min_audio_duration: {float(segment):g} leaves out files shorter than a segment")
+        return CheckResult("padding", WARN, f"{manifest}: {share:.1%} of the training audio would be zero padding "
+                           f"({rule}, {len(kept)} file(s)){dropped}: {fix}", details)
+    return CheckResult("padding", PASS, f"{share:.2%} of the training audio is zero padding ({rule}){dropped}", details)
+
+
+def check_shm(cfg: tp.Any, world: int, total: tp.Optional[float] = None) -> CheckResult:
+    """``/dev/shm`` against the batches the loader workers hold in flight (:func:`musicpipe.sizing.shm_bytes`, with
+    the workers :mod:`musicpipe.dora_entry.loader_workers` will use on this machine)."""
+    import shutil
+
+    from musicpipe.dora_entry.loader_workers import ENV_VAR, effective_workers, usable_cores
+
+    cores = usable_cores()
+    workers = effective_workers(int(cfg.dataset.num_workers), cores, world, os.environ.get(ENV_VAR, "auto"))
+    if workers == 0:
+        return CheckResult("shm", PASS, "no loader workers (dataset.num_workers=0): batches stay in the trainer")
+    if total is None:
+        try:
+            total = float(shutil.disk_usage("/dev/shm").total)
+        except OSError:
+            return CheckResult("shm", WARN, "no /dev/shm here: DataLoader workers cannot share batches")
+    batch = max(1, int(cfg.dataset.batch_size) // max(1, world))
+    need = sizing.shm_bytes(batch, float(cfg.dataset.segment_duration or 10), int(cfg.sample_rate), int(cfg.channels),
+                            workers, world)
+    details = {"shm_bytes": total, "need_bytes": need, "workers_per_rank": workers, "cores": cores}
+    what = (f"{world} rank(s) x {workers} worker(s) x {sizing.PREFETCH_FACTOR} batches of {batch} x "
+            f"{float(cfg.dataset.segment_duration or 10):g} s need ~{sizing.fmt_gb(need)} of /dev/shm, which has "
+            f"{sizing.fmt_gb(total)}")
+    fix = ("give the container more shared memory (docker run --shm-size=32g; on RunPod pods /dev/shm is sized "
+           "from the pod's RAM), or fewer workers: MUSICPIPE_LOADER_WORKERS=<n>")
+    if need > total:
+        return CheckResult("shm", FAIL, f"{what}: loader workers would die with a bus error; {fix}", details)
+    if need > total * (1 - sizing.FIT_MARGIN):
+        return CheckResult("shm", WARN, f"{what} (within {sizing.FIT_MARGIN:.0%}); {fix}", details)
+    return CheckResult("shm", PASS, what, details)
+
+
+def check_epoch(cfg: tp.Any, world: int) -> CheckResult:
+    """Every epoch runs ``optim.updates_per_epoch`` full batches (:func:`musicpipe.sizing.epoch_plan`)."""
+    if int(cfg.dataset.batch_size) < world:
+        return CheckResult("epoch", PASS, f"not computed: dataset.batch_size {cfg.dataset.batch_size} < {world} "
+                                          "processes (see the batch check)")
+    plan = sizing.epoch_plan(int(cfg.dataset.batch_size), world, cfg.optim.updates_per_epoch,
+                             int(cfg.dataset.train.num_samples))
+    details = dataclasses.asdict(plan)
+    problem = plan.problem()
+    if problem:
+        exact = sizing.exact_num_samples(int(cfg.dataset.batch_size), plan.updates_per_epoch)
+        return CheckResult("epoch", WARN, f"{problem}: set dataset.train.num_samples={exact} (batch "
+                           f"{cfg.dataset.batch_size} x {plan.updates_per_epoch} updates)", details)
+    return CheckResult("epoch", PASS, f"{plan.steps} steps of {plan.batch_per_rank} per rank x {world} rank(s), no "
+                       "ragged batch", details)
+
+
 def check_gpu(device: str, world: int, preset: str, batch_size: tp.Optional[int]) -> CheckResult:
     """CPU presets pass; CUDA presets need CUDA, ``world`` visible GPUs, and GPUs no other process fills."""
     cuda_env = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -813,8 +931,10 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
             raise PreflightError(str(exc)) from None
     solver_config = spec.for_solver(solver).solver
     compose_error: tp.Optional[BaseException] = None
+    raw_cfg = None
     try:
-        cfg = _config_from(_compose(presets.hydra_overrides(args), ws))
+        raw_cfg = _compose(presets.hydra_overrides(args), ws)
+        cfg = _config_from(raw_cfg)
     except Exception as exc:  # noqa: BLE001 - Hydra/omegaconf raise many types; each is this check's finding
         logger.debug("compose failed", exc_info=True)
         compose_error = exc
@@ -841,11 +961,20 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
             guarded("channels", lambda: results.append(check_channels(cfg, probes, dataset)))
             guarded("segment length", lambda: results.append(
                 check_segment_length(cfg, records, manifest_paths, min_long_share)))
+        seg = next((r for r in results if r.name == "segment length"), None)
+        if raw_cfg is not None and seg is not None and seg.status == PASS:  # else that check says it already
+            guarded("padding", lambda: results.append(check_padding(raw_cfg, records, manifest_paths["train"])))
         if "train" in records and "valid" in records:
             guarded("split leak", lambda: results.append(check_split_leak(records, dataset, ws)))
     gpu_preset = str(cfg.device).startswith("cuda")
     need_gb = min_free_gb if min_free_gb is not None else (GPU_MIN_FREE_GB if gpu_preset else training.MIN_FREE_GB)
-    guarded("disk", lambda: results.append(check_disk_space(ws, need_gb)))
+    valid_seconds = max((r.duration for r in records.get("valid", [])), default=10.0)
+    forecast = guarded("disk", lambda: sizing.disk_forecast(raw_cfg, valid_seconds=valid_seconds)) \
+        if raw_cfg is not None else None
+    guarded("disk", lambda: results.append(check_disk_forecast(ws, forecast, need_gb)))
+    if raw_cfg is not None:
+        guarded("shm", lambda: results.append(check_shm(raw_cfg, world)))
+        guarded("epoch", lambda: results.append(check_epoch(raw_cfg, world)))
     guarded("gpu", lambda: results.append(check_gpu(cfg.device, world, preset, cfg.batch_size)))
     guarded("batch", lambda: results.append(check_batch(cfg.batch_size, cfg.split_batch_sizes, world, preset)))
     guarded("env MUSICPIPE_WORKSPACE", lambda: results.append(check_env_workspace(env, ws)))

@@ -14,7 +14,9 @@
   (log, raise :class:`~training_checks.stability_monitor.TrainingDivergedError`). MusicGen's own
   ``RuntimeError("Model probably diverged.")`` on a non-finite loss is turned into a counted NaN step.
   Metric values that are not finite are dropped from a skipped step's metrics, so the epoch averages (and
-  ``history.json``) hold the good steps only.
+  ``history.json``) hold the good steps only. Under DDP the epoch's cross-rank average is then
+  :func:`aligned_average_metrics` (same sorted keys on every rank, each weighted by its good steps), since
+  flashy's own pairs values by each rank's dict order and garbles an epoch where ranks dropped different keys.
 - the solver's optimizers' ``step`` (instance-level, installed on the first train epoch; in the compression
   solver also the discriminators' optimizers): skipped when the gradients or the step's loss are not finite
   (the caller's ``zero_grad`` then drops the bad gradients, so weights and Adam moments stay finite);
@@ -70,6 +72,8 @@ Example (a plain torch loop; in training the hooks do this for AudioCraft's solv
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import logging
 import math
@@ -177,6 +181,7 @@ class StepGuard:
         self.device = device
         self.step_info: tp.Optional[_Step] = None
         self._guarded: tp.Set[int] = set()
+        self.key_counts: tp.Counter[str] = collections.Counter()  # train steps each metric key was averaged over
 
     # optimizers -----------------------------------------------------------------------------------------
     def guard_optimizer(self, optimizer: tp.Any, primary: bool = False) -> None:
@@ -383,6 +388,59 @@ def _runtime(solver: tp.Any, create: bool = False) -> tp.Optional[SolverStabilit
     return runtime
 
 
+def aligned_average_metrics(metrics: tp.Dict[str, tp.Any], count: float = 1.0,
+                            key_counts: tp.Optional[tp.Mapping[str, int]] = None) -> tp.Dict[str, float]:
+    """``flashy.distrib.average_metrics`` that holds when ranks have different keys, or the same in another order.
+
+    flashy zips each rank's values in its own dict order into one all-reduced tensor: when a rank dropped a
+    non-finite key in the first step of an epoch (:func:`_drop_nonfinite`), its averager lists that key later
+    (or never) and the ranks add up values of different metrics. Here the ranks first agree on the sorted
+    union of their keys (one ``all_gather_object`` per epoch); each rank contributes ``value x weight`` and
+    ``weight`` per key, the weight being the number of steps that key was averaged over on that rank
+    (``key_counts``; ``count`` when not counted; 0 when the rank has no finite value), so the result is the mean
+    over every good step of every rank. A key no rank has a finite value for is left out. Without
+    torch.distributed (one process) ``metrics`` come back as they are.
+
+    Example:
+        >>> aligned_average_metrics({"ce": 2.0, "lr": 1e-3}, 5)
+        {'ce': 2.0, 'lr': 0.001}
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return metrics
+    gathered: tp.List[tp.Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(metrics))
+    keys = sorted(set().union(*gathered))
+    values, weights = [], []
+    for key in keys:
+        value = metrics.get(key)
+        good = key in metrics and _finite(value)
+        weight = float((key_counts or {}).get(key, count)) if good else 0.0
+        values.append(float(value) * weight if good and weight else 0.0)
+        weights.append(weight)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # as flashy: NCCL reduces CUDA tensors
+    tensor = torch.tensor(values + weights, device=device, dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    sums, totals = tensor[:len(keys)].tolist(), tensor[len(keys):].tolist()
+    return {key: s / w for key, s, w in zip(keys, sums, totals) if w > 0}
+
+
+@contextlib.contextmanager
+def _aligned_averaging(key_counts: tp.Mapping[str, int]) -> tp.Iterator[None]:
+    """Within the block, ``flashy.distrib.average_metrics`` (AudioCraft's end-of-stage average) is
+    :func:`aligned_average_metrics` with the stage's per-key step counts."""
+    import flashy
+
+    original = flashy.distrib.average_metrics
+    flashy.distrib.average_metrics = functools.partial(aligned_average_metrics, key_counts=key_counts)
+    try:
+        yield
+    finally:
+        flashy.distrib.average_metrics = original
+
+
 def _drop_nonfinite(metrics: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     for key in [k for k, v in metrics.items() if not _finite(v)]:
         del metrics[key]
@@ -397,8 +455,10 @@ def _wrap_train(original: tp.Callable[..., tp.Any]) -> tp.Callable[..., tp.Any]:
             return original(self)
         epoch = self.epoch
         runtime.monitor.start_epoch(epoch, expected_steps=getattr(self, "train_updates_per_epoch", None))
+        runtime.key_counts = collections.Counter()
         try:
-            metrics = original(self)
+            with _aligned_averaging(runtime.key_counts):
+                metrics = original(self)
         except TrainingDivergedError as exc:  # stopped early, in run_step
             report = runtime.finish_epoch(self)
             if exc.report is None:
@@ -450,6 +510,7 @@ def _wrap_run_step(original: tp.Callable[..., tp.Any]) -> tp.Callable[..., tp.An
             log = logger.info if decision.kind is StepKind.SCALER_SKIPPED else logger.warning
             log("stability: epoch %d step %d: %s, update skipped; lr_scale %g", self.epoch, idx + 1,
                 decision.kind.value, decision.lr_scale)
+        runtime.key_counts.update(k for k, v in out.items() if _finite(v))  # weights of aligned_average_metrics
         if decision.warning:
             logger.warning("stability: %s", decision.warning)
         if decision.stop:

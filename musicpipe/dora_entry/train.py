@@ -19,6 +19,8 @@ from audiocraft.train import get_solver_from_sig, get_solver_from_xp, main  # no
 
 from musicpipe.dora_entry.carry_state import install_carry_state_hook  # noqa: E402
 from musicpipe.dora_entry.hooks import install_codec_check_hook  # noqa: E402
+from musicpipe.dora_entry.loader_workers import install_loader_workers_hook  # noqa: E402
+from musicpipe.dora_entry.retention import install_retention_hook  # noqa: E402
 from musicpipe.dora_entry.stability_hooks import install_stability_hooks  # noqa: E402
 from musicpipe.dora_entry.wandb_hooks import install_wandb_hook  # noqa: E402
 
@@ -61,6 +63,8 @@ install_codec_check_hook()
 install_stability_hooks()
 install_carry_state_hook()
 install_wandb_hook()
+install_retention_hook()  # checkpoint.keep_last; after the stability hooks: prunes only once a save succeeded
+install_loader_workers_hook()  # dataset.num_workers sized to this machine
 # Keep last (after any other install_* line): researchers' hooks wrap ours.
 install_extra_hooks()
 
