@@ -271,11 +271,12 @@ def _xp_folders(ws: Path) -> set:
 
 
 DEMO_LM = ("dora run solver=musicgen/musicgen_base_32khz dset=audio/tinyset conditioner=none "
-           "model/lm/model_scale=xsmall device=cpu autocast=false optim.ema.use=false optim.ema.device=cpu "
-           "deadlock.use=false logging.log_tensorboard=false optim.optimizer=adamw optim.lr={lr} "
+           "logging.log_tensorboard=true model/lm/model_scale=xsmall device=cpu autocast=false "
+           "optim.ema.use=false optim.ema.device=cpu deadlock.use=false optim.optimizer=adamw optim.lr={lr} "
            "schedule.lr_scheduler=null optim.epochs={epochs} optim.updates_per_epoch=5 dataset.batch_size=2 "
            "dataset.segment_duration={seg} dataset.num_workers=0 dataset.valid.num_samples=4 "
            "dataset.generate.num_samples=2 generate.every=2 evaluate.every=2 checkpoint.save_every=1 "
+           "checkpoint.keep_last=2 dataset.min_segment_ratio=1.0 "
            "compression_model_checkpoint=//sig/c0dec0de transformer_lm.n_q=4 transformer_lm.card=256")
 
 

@@ -83,8 +83,8 @@ def test_preflight_scripts(workspace: Path, codec) -> None:
     assert res.returncode == 1 and "Traceback" not in res.stderr
     lines = res.stdout.strip().splitlines()
     assert [line for line in lines if line.startswith("FAIL")] == [
-        f"FAIL  codec                    codec XP 0badc0de: no such XP folder {paths.xp_dir('0badc0de', workspace)} "
-        "(is the signature or --workspace right?)"]
+        f"FAIL  codec                    codec XP 0badc0de: {paths.xp_dir('0badc0de', workspace)}: "
+        f"no such XP in workspace {workspace} (is the signature or --workspace right?)"]
     assert lines[-1] == (f"preflight: {DATASET} (musicgen, preset demo_cpu): NOT ready: 1 failed (codec); "
                          "17 checks, 16 passed")
 
