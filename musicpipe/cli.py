@@ -110,7 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder (state_dict.bin + compression_state_dict.bin, as `musicpipe export` writes)")
     p.add_argument("--conditioning", choices=["none", "genre", "text"], default=None,
                    help="default: none from scratch; with --init-from, the release's own conditioners")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--token-cache", dest="token_cache", action="store_true", default=None,
+                       help="train from the dataset's token store for this codec, building it first (`cache-tokens`); "
+                            "default: the preset's token_cache (on for the pod presets)")
+    cache.add_argument("--no-token-cache", dest="token_cache", action="store_false",
+                       help="encode the audio every step (AudioCraft's own path)")
+    p.add_argument("--cache-workers", type=int, default=0, help="decoding processes when the store is built")
     p.set_defaults(func=_train_lm)
+
+    p = sub.add_parser("cache-tokens", help="encode a dataset once with a codec: the token store the LM trains from")
+    _add_workspace(p)
+    p.add_argument("--codec", required=True,
+                   help="a codec XP (signature, folder, `latest`), a released codec (facebook/encodec_32khz) or a "
+                        "release folder (compression_state_dict.bin)")
+    p.add_argument("--dataset", required=True, help="a prepared dataset (both splits are encoded)")
+    p.add_argument("--batch-size", type=int, default=16, help="segments of equal length encoded at once")
+    p.add_argument("--num-workers", type=int, default=0, help="processes decoding audio for the encoder")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    p.set_defaults(func=_cache_tokens)
 
     p = sub.add_parser("generate", help="generate audio from a trained LM (XP signature or export folder)")
     _add_workspace(p)
@@ -312,8 +330,18 @@ def _train_lm(args: argparse.Namespace) -> int:
         return 0
     run = training.train_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,
                             init_from=args.init_from, outputs=_outputs(args), wandb=args.wandb,
-                            **_training_args(args))
+                            token_cache=args.token_cache, cache_workers=args.cache_workers, **_training_args(args))
     print(f"{args.command}: xp {run.sig} done, {len(run.history())} epoch(s) in history, checkpoint {run.checkpoint}")
+    return 0
+
+
+def _cache_tokens(args: argparse.Namespace) -> int:
+    from musicpipe import token_cache, training
+
+    info = training.resolve_codec(args.codec, args.dataset, args.workspace)
+    summary = token_cache.build_store(info.sig, args.dataset, args.workspace, checkpoint=info.compression_checkpoint,
+                                      device=args.device, batch_size=args.batch_size, num_workers=args.num_workers)
+    print(summary.line())
     return 0
 
 

@@ -44,6 +44,7 @@ class Preset:
     gpus: int
     compression: tp.Optional[SolverPreset]  # None: a fine-tuning preset, which trains no codec
     musicgen: SolverPreset
+    token_cache: bool = False  # the LM trains from the dataset's token store (musicpipe.token_cache)
 
     def for_solver(self, kind: str) -> SolverPreset:
         if kind not in SOLVERS:
@@ -114,7 +115,7 @@ def load_preset(name: str, presets_dir: Path = paths.PRESETS_DIR) -> Preset:
                 raise PresetError(f"{path}: {kind}.overrides must be a mapping of key: value")
             solvers[kind] = SolverPreset(solver=str(block["solver"]), overrides=dict(overrides))
         return Preset(name=name, description=str(data.get("description", "")), dataset=str(data["dataset"]),
-                      gpus=int(data.get("gpus", 1)), **solvers)
+                      gpus=int(data.get("gpus", 1)), token_cache=bool(data.get("token_cache", False)), **solvers)
     except KeyError as exc:
         raise PresetError(f"{path}: missing key {exc}") from None
 

@@ -21,6 +21,7 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import dora, export, manifests, paths, presets, release, tracking
+from musicpipe import token_cache as token_store
 from musicpipe.xp import CODEC_FILE, XP, XPError
 
 MIN_FREE_GB = 1.0
@@ -77,8 +78,12 @@ def target_epochs(args: tp.Sequence[str]) -> tp.Optional[int]:
 
 
 def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]], echo: bool,
-            env: tp.Mapping[str, str], rerun: bool) -> dora.DoraRun:
-    """``dora run``, unless that XP already trained all its epochs (then nothing runs, unless ``rerun``)."""
+            env: tp.Mapping[str, str], rerun: bool,
+            before: tp.Optional[tp.Callable[[], tp.Mapping[str, str]]] = None) -> dora.DoraRun:
+    """``dora run``, unless that XP already trained all its epochs (then nothing runs, unless ``rerun``).
+
+    ``before``: called only when the run launches; the variables it returns join ``env``.
+    """
     sig = dora.xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
     epochs = target_epochs(args)
@@ -86,6 +91,8 @@ def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]],
         print(f"xp: {sig}", flush=True)
         logger.info("xp %s already trained its %d epochs (%s): skipped", sig, epochs, folder)
         return dora.DoraRun(sig=sig, folder=folder, returncode=0, output_tail="", skipped=True)
+    if before is not None:
+        env = {**env, **before()}
     return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig)
 
 
@@ -308,7 +315,8 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
              batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
              gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
              outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, rerun: bool = False,
-             env: tp.Optional[tp.Mapping[str, str]] = None, wandb: tp.Optional[str] = None) -> dora.DoraRun:
+             env: tp.Optional[tp.Mapping[str, str]] = None, wandb: tp.Optional[str] = None,
+             token_cache: tp.Optional[bool] = None, cache_workers: int = 0) -> dora.DoraRun:
     """Train (or resume) a MusicGen LM: from scratch on ``codec``, or fine-tuning the release ``init_from``.
 
     ``codec``: a signature, an XP folder or checkpoint, ``latest`` (:meth:`musicpipe.xp.XP.latest`: the codec
@@ -317,6 +325,9 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
     see :func:`plan_lm`. The XP signature changes with the init source; re-running the same call resumes the
     same XP (its own checkpoint, not the release again). Refuses a codec whose sample rate differs from the
     dataset's. ``env``, ``wandb`` and re-runs as in :func:`train_codec`.
+    ``token_cache`` (default: the preset's ``token_cache``): train from the dataset's token store for this codec
+    (:mod:`musicpipe.token_cache`), building or updating it first (``cache_workers`` decoding processes); the
+    XP signature is the same with or without it, and the XP's record names the store.
     """
     check_manifests(dataset or presets.load_preset(preset).dataset, workspace)
     check_disk(workspace)
@@ -333,7 +344,18 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
     env = {**plan.env, **(env or {})}
     env.update(_wandb_env(wandb, env, kind="musicgen", preset=preset, dataset=plan.dataset, codec=info.sig,
                           conditioning=plan.conditioning, **({"init_from": plan.init_from} if plan.init_from else {})))
-    run = _launch(plan.args, workspace, echo, env, rerun)
+    use_cache = presets.load_preset(preset).token_cache if token_cache is None else bool(token_cache)
+    store: tp.Dict[str, str] = {}
+
+    def build_store() -> tp.Dict[str, str]:
+        summary = token_store.build_store(info.sig, plan.dataset, workspace, checkpoint=info.compression_checkpoint,
+                                          num_workers=cache_workers)
+        print(summary.line(), flush=True)
+        store["path"] = str(summary.path)
+        return {token_store.ENV: str(summary.path)}
+
+    run = _launch(plan.args, workspace, echo, env, rerun, before=build_store if use_cache else None)
     return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=plan.dataset, codec=info.sig,
                    conditioning=plan.conditioning, args=plan.args,
-                   **({"init_from": plan.init_from} if plan.init_from else {}))
+                   **({"init_from": plan.init_from} if plan.init_from else {}),
+                   **({"token_cache": store["path"]} if store else {}))

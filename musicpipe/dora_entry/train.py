@@ -4,7 +4,7 @@ Importing this module (which every Dora process does) sets the environment, lets
 AudioCraft checkpoints, falls back to gloo without CUDA and registers training hooks; then it
 re-exports AudioCraft's Hydra/Dora main unchanged, so XP signatures are AudioCraft's own.
 Hooks: codec quality checks (:mod:`.hooks`), training stability (:mod:`.stability_hooks`, ``MUSICPIPE_STABILITY``
-and ``STABILITY_*``), curriculum state carry-over (:mod:`.carry_state`, ``MUSICPIPE_CARRY_STATE``), W&B (:mod:`.wandb_hooks`,
+and ``STABILITY_*``), the LM token cache (:mod:`.token_cache_hook`, ``MUSICPIPE_TOKEN_CACHE``), curriculum state carry-over (:mod:`.carry_state`, ``MUSICPIPE_CARRY_STATE``), W&B (:mod:`.wandb_hooks`,
 ``MUSICPIPE_WANDB_PROJECT``), then ``MUSICPIPE_EXTRA_HOOKS=module:function[,module:function]`` (:func:`install_extra_hooks`).
 
 Example (what :mod:`musicpipe.dora` runs for you):
@@ -22,6 +22,7 @@ from musicpipe.dora_entry.hooks import install_codec_check_hook  # noqa: E402
 from musicpipe.dora_entry.loader_workers import install_loader_workers_hook  # noqa: E402
 from musicpipe.dora_entry.retention import install_retention_hook  # noqa: E402
 from musicpipe.dora_entry.stability_hooks import install_stability_hooks  # noqa: E402
+from musicpipe.dora_entry.token_cache_hook import install_token_cache_hook  # noqa: E402
 from musicpipe.dora_entry.wandb_hooks import install_wandb_hook  # noqa: E402
 
 EXTRA_HOOKS_ENV = "MUSICPIPE_EXTRA_HOOKS"
@@ -65,6 +66,7 @@ install_carry_state_hook()
 install_wandb_hook()
 install_retention_hook()  # checkpoint.keep_last; after the stability hooks: prunes only once a save succeeded
 install_loader_workers_hook()  # dataset.num_workers sized to this machine
+install_token_cache_hook()  # MUSICPIPE_TOKEN_CACHE: train the LM from a token store (musicpipe.token_cache)
 # Keep last (after any other install_* line): researchers' hooks wrap ours.
 install_extra_hooks()
 
