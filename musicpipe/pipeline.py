@@ -164,10 +164,12 @@ def _check_report(report: tp.Any, lines_key: str) -> tp.Dict[str, tp.Any]:
 
 def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[PathLike] = None, *,
               preset: str = "demo_cpu", codec: tp.Optional[str] = None, conditioning: tp.Optional[str] = None,
-              gpus: tp.Optional[int] = None, init_from: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+              gpus: tp.Optional[int] = None, init_from: tp.Optional[str] = None,
+              token_cache: tp.Optional[bool] = None) -> tp.Dict[str, tp.Any]:
     """``training_checks.preflight`` as a dict (``ok``, ``failed``, ``text``); :func:`require` stops on FAIL."""
     report = run_preflight(dataset, solver=solver, codec=codec, preset=preset, workspace=workspace,
-                           conditioner=_checkable(conditioning), init_from=init_from, gpus=gpus)
+                           conditioner=_checkable(conditioning), init_from=init_from, gpus=gpus,
+                           token_cache=token_cache)
     return _check_report(report, "results")
 
 
@@ -188,19 +190,21 @@ def train_lm(preset: str, dataset: str, codec: tp.Optional[str] = "latest",
              workspace: tp.Optional[PathLike] = None, *, conditioning: tp.Optional[str] = None,
              init_from: tp.Optional[str] = None, outputs: tp.Optional[PathLike] = None,
              epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
-             overrides: tp.Sequence[str] = (), wandb_project: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+             overrides: tp.Sequence[str] = (), wandb_project: tp.Optional[str] = None,
+             token_cache: tp.Optional[bool] = None) -> tp.Dict[str, tp.Any]:
     """Train (resume, or skip when finished) the MusicGen LM on ``codec``, or fine-tune the release ``init_from``.
 
-    Returns the XP, folder, checkpoint, epochs, conditioning, the codec and dataset it trained on, and the
-    release it started from (``init_from``, None from scratch), and the command that opens TensorBoard.
-    ``wandb_project``: log to W&B (default ``$WANDB_PROJECT``; unset: off).
+    Returns the XP, folder, checkpoint, epochs, conditioning, the codec and dataset it trained on, the
+    release it started from (``init_from``, None from scratch), the token store it trained from (None: audio)
+    and the command that opens TensorBoard. ``wandb_project``: log to W&B (default ``$WANDB_PROJECT``; unset: off).
+    ``token_cache``: train from the dataset's token store (None: the preset's setting).
     """
     run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, init_from=init_from,
                             epochs=epochs, batch_size=batch_size, gpus=gpus, overrides=overrides,
-                            outputs=_outputs(outputs), wandb=wandb_project)
+                            outputs=_outputs(outputs), wandb=wandb_project, token_cache=token_cache)
     record = run.xp.record
     return {**_run_info(run), "conditioning": record.get("conditioning"), "codec": record.get("codec"),
-            "dataset": run.xp.dataset, "init_from": record.get("init_from")}
+            "dataset": run.xp.dataset, "init_from": record.get("init_from"), "token_cache": record.get("token_cache")}
 
 
 def _checkable(conditioning: tp.Optional[str]) -> tp.Optional[str]:

@@ -764,9 +764,10 @@ def render_html(summary: tp.Mapping[str, tp.Any], last: tp.Mapping[str, tp.Mappi
     facts = [("signature", summary["sig"]), ("solver", summary["solver"]), ("dataset", summary["dataset"] or "-"),
              ("epochs", f"{epochs} of {planned} planned" if planned else str(epochs)),
              ("XP folder", summary["xp_folder"])]
-    for key in ("preset", "codec", "conditioning"):
+    for key, label in (("preset", "preset"), ("codec", "codec"), ("conditioning", "conditioning"),
+                       ("init_from", "fine-tuned from"), ("token_cache", "token store")):
         if summary.get("record", {}).get(key):
-            facts.append((key, summary["record"][key]))
+            facts.append((label, summary["record"][key]))
     if summary.get("datasource_train"):
         facts.append(("train manifest", summary["datasource_train"]))
     fad = summary.get("fad") or {}

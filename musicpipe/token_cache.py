@@ -538,3 +538,49 @@ def crop(tokens: np.ndarray, samples: int, seek_time: float, segment_duration: f
     start = int(round(first * hop))
     n_samples = max(0, min(total_samples, samples - start))
     return out, first / frame_rate, n_samples, total_samples
+
+
+# ---------------------------------------------------------------------------------------------- checking
+
+def store_state(codec_ref: str, dataset: str, workspace: tp.Optional[PathLike] = None, *,
+                checkpoint: tp.Optional[str] = None, model: tp.Any = None,
+                device: tp.Optional[str] = "cpu") -> tp.Dict[str, tp.Any]:
+    """Does the store of this codec (its current weights) match the dataset's manifests? For preflight.
+
+    Returns ``{"state": ..., "path", "message", ...}`` with state ``current`` (complete, built from the
+    manifests as they are), ``stale`` (complete, but segments were added, removed or rewritten since: ``train-lm``
+    re-encodes only those), ``missing`` (``train-lm`` builds it first) or ``corrupt`` (its arrays do not match
+    its index: delete the folder). Loads the codec (on ``device``) to hash its weights.
+    """
+    if model is None:
+        model = load_codec(checkpoint or f"//sig/{codec_ref}", workspace, device)
+    meta = codec_meta(model, codec_ref)
+    folder = store_dir(dataset, codec_id(meta), workspace)
+    segments = {s: len(manifest_keys(dataset, s, workspace)) for s in SPLITS}
+    base = {"path": str(folder), "codec": codec_id(meta), "segments": sum(segments.values())}
+    if not (folder / MARKER).is_file():
+        older = [p.name for p in find_store(dataset, workspace, codec_ref)]
+        note = f" (stores of other weights of this codec: {', '.join(older)})" if older else ""
+        return {**base, "state": "missing", "message": f"no token store yet for codec {codec_ref} with these "
+                f"weights: train-lm encodes the {sum(segments.values())} segments first into {folder}{note}"}
+    store = Store.open(folder)
+    try:
+        store.check_codec(meta)
+        for split in SPLITS:
+            index = store.split(split)
+            frames = int(store.marker["splits"][split]["frames"])
+            if index.tokens.shape != (frames, meta["n_q"]) or int(index.offsets[-1]) != frames \
+                    or len(index) != int(store.marker["splits"][split]["segments"]):
+                raise TokenCacheError(f"{folder / (split + '.tokens.npy')}: holds {index.tokens.shape} tokens, its "
+                                      f"index {frames} frames of {meta['n_q']} codebooks")
+    except (TokenCacheError, OSError, ValueError, KeyError) as exc:
+        return {**base, "state": "corrupt", "message": f"{exc}; delete {folder} and run `musicpipe cache-tokens`"}
+    stale = store.stale_splits(dataset, workspace)
+    frames = sum(int(store.marker["splits"][s]["frames"]) for s in SPLITS)
+    if stale:
+        return {**base, "state": "stale", "stale": stale, "frames": frames,
+                "message": f"{folder}: the {' and '.join(stale)} manifest(s) changed since it was built (segments "
+                           "added, removed or rewritten): train-lm re-encodes only those"}
+    return {**base, "state": "current", "frames": frames,
+            "message": f"{folder}: {base['segments']} segments, {frames} frames, matches codec {codec_ref} and both "
+                       "manifests"}

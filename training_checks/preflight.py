@@ -37,6 +37,10 @@ Each check gives ``PASS``, ``WARN`` or ``FAIL`` with a message that names the fi
 - ``T5 (text conditioning)`` (musicgen with ``--conditioner text`` only): T5 loads from the local Hugging Face
   cache or the hub (:func:`musicpipe.training.check_t5`, about 2 s, where training would retry for minutes);
   a shell with ``HF_HUB_OFFLINE=1`` and T5 only on the hub is a WARN (manual ``dora run`` would fail there).
+- ``token cache`` (musicgen, when training from tokens: ``token_cache`` or the preset's): the dataset's token
+  store for this codec's current weights is complete and built from the manifests as they are (PASS), missing
+  (PASS: train-lm builds it first), out of date (WARN: train-lm re-encodes the changed segments) or does not
+  match its own index (FAIL) (:func:`musicpipe.token_cache.store_state`; loads the codec on the CPU).
 - ``codec`` (musicgen only): the codec XP (``codec`` or the dataset's latest) exists with a checkpoint, and its
   n_q, codebook size, sample rate and channels match what the LM is composed with and the dataset's rate.
 
@@ -81,6 +85,7 @@ import typing as tp
 
 from musicpipe import atomic, audio, audiocraft_env, config, manifests, paths, presets, sizing, training
 from musicpipe import split as split_mod
+from musicpipe import token_cache as token_store
 
 logger = logging.getLogger(__name__)
 
@@ -828,6 +833,13 @@ def check_codec_match(info: tp.Any, cfg: _Config, records: tp.Mapping[str, tp.Se
     return CheckResult("codec", PASS, f"{head}; LM: {lm}{data}", details)
 
 
+def check_token_cache(info: tp.Any, dataset: str, ws: Path) -> CheckResult:
+    """The dataset's token store for this codec (:func:`musicpipe.token_cache.store_state`)."""
+    state = token_store.store_state(info.sig, dataset, ws, checkpoint=info.compression_checkpoint)
+    status = {"current": PASS, "missing": PASS, "stale": WARN}.get(state["state"], FAIL)
+    return CheckResult("token cache", status, state["message"], {k: v for k, v in state.items() if k != "message"})
+
+
 # ------------------------------------------------------------------------------------------------ the run
 
 
@@ -836,7 +848,8 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
                   conditioner: tp.Optional[str] = None, init_from: tp.Optional[str] = None,
                   sample: tp.Optional[int] = DEFAULT_SAMPLE, seed: int = 0, gpus: tp.Optional[int] = None,
                   overrides: tp.Sequence[str] = (), min_free_gb: tp.Optional[float] = None,
-                  min_long_share: float = 0.5, t5_timeout: float = 5.0) -> PreflightReport:
+                  min_long_share: float = 0.5, t5_timeout: float = 5.0,
+                  token_cache: tp.Optional[bool] = None) -> PreflightReport:
     """Run every check for training ``solver`` on ``dataset`` with ``preset``; see the module docstring.
 
     Args:
@@ -856,6 +869,7 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
         min_free_gb: default 1 GiB for CPU presets, 10 GiB for GPU presets.
         min_long_share: below this share of train audio in long-enough files, ``segment length`` warns.
         t5_timeout: seconds for the hub request of the T5 check.
+        token_cache: musicgen only: training will read the dataset's token store (None: the preset's setting).
 
     Raises:
         PreflightError: bad arguments only (unknown preset/solver/conditioner, codec for the compression solver...).
@@ -987,6 +1001,8 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
             guarded("codec", lambda: results.append(check_codec_match(info, cfg, records)))
         elif codec_result is not None:
             results.append(codec_result)
+        if info is not None and (spec.token_cache if token_cache is None else token_cache):
+            guarded("token cache", lambda: results.append(check_token_cache(info, dataset, ws)))
     settings = {"sample": sample, "seed": seed, "conditioner": conditioner, "init_from": init_from, "processes": world,
                 "overrides": list(overrides), "min_free_gb": need_gb, "min_long_share": min_long_share,
                 "dora_args": args}
@@ -1035,6 +1051,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus", type=int, default=None, help="processes/GPUs to launch (default: the preset's)")
     parser.add_argument("--min-free-gb", type=float, default=None,
                         help="free disk needed (default 1 GiB for CPU presets, 10 GiB for GPU presets)")
+    parser.add_argument("--token-cache", dest="token_cache", action="store_true", default=None,
+                        help="musicgen: training reads the token store (default: the preset's token_cache)")
+    parser.add_argument("--no-token-cache", dest="token_cache", action="store_false",
+                        help="musicgen: training encodes the audio every step")
     parser.add_argument("--json", default=None, help="also write the report as JSON to this file")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides key=value, as given to training")
     return parser
@@ -1048,7 +1068,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     try:
         report = run_preflight(args.dataset, args.solver, args.codec, args.preset, args.workspace,
                                conditioner=args.conditioner, init_from=args.init_from, sample=args.sample, seed=args.seed, gpus=args.gpus,
-                               overrides=args.overrides, min_free_gb=args.min_free_gb)
+                               overrides=args.overrides, min_free_gb=args.min_free_gb, token_cache=args.token_cache)
     except PreflightError as exc:
         print(f"preflight: error: {exc}", file=sys.stderr)
         return 2
