@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="segments of equal length encoded at once")
     p.add_argument("--num-workers", type=int, default=0, help="processes decoding audio for the encoder")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    p.add_argument("--chunk-segments", type=int, default=256,
+                   help="segments per saved chunk: a killed run resumes from the last one")
     p.set_defaults(func=_cache_tokens)
 
     p = sub.add_parser("generate", help="generate audio from a trained LM (XP signature or export folder)")
@@ -340,7 +342,8 @@ def _cache_tokens(args: argparse.Namespace) -> int:
 
     info = training.resolve_codec(args.codec, args.dataset, args.workspace)
     summary = token_cache.build_store(info.sig, args.dataset, args.workspace, checkpoint=info.compression_checkpoint,
-                                      device=args.device, batch_size=args.batch_size, num_workers=args.num_workers)
+                                      device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                                      chunk_segments=args.chunk_segments)
     print(summary.line())
     return 0
 

@@ -161,8 +161,11 @@ def attach(solver: tp.Any, folder: str) -> None:
     solver.dataloaders["original_train"] = solver.dataloaders["train"]
     solver.dataloaders["train"] = loader
     solver._cached_batch_loader = loader
-    logger.info("training from the token store %s (%d train segments, %d frames)", folder, len(loader.dataset.index),
-                int(loader.dataset.index.offsets[-1]))
+    import flashy
+
+    logger.info("training from the token store %s (%d train segments, %d frames); rank %d/%d draws %d examples "
+                "per epoch", folder, len(loader.dataset.index), int(loader.dataset.index.offsets[-1]),
+                flashy.distrib.rank(), flashy.distrib.world_size(), len(loader.sampler))
 
 
 def install_token_cache_hook() -> None:
