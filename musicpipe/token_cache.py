@@ -158,11 +158,14 @@ def load_codec(checkpoint: str, workspace: tp.Optional[PathLike] = None, device:
     AudioCraft's own ``CompressionSolver.model_from_checkpoint``: the codec XP's best state for ``//sig/<sig>``,
     ``CompressionModel.get_pretrained`` for ``//pretrained/<id or folder>``. Eval mode.
     """
-    from musicpipe import audiocraft_env, dora
+    from musicpipe import audiocraft_env
 
-    dora.dora_main(workspace)  # AudioCraft resolves //sig/ under the workspace's Dora folder
+    audiocraft_env.activate(workspace)
     audiocraft_env.enable_checkpoint_loading()
+    from audiocraft import train
     from audiocraft.solvers.compression import CompressionSolver
+
+    train.main.dora.dir = audiocraft_env.hydra_safe_dora_dir(workspace)  # where AudioCraft resolves //sig/<sig>
 
     import torch
 
