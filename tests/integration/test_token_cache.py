@@ -145,6 +145,14 @@ def test_changed_manifest_reencodes_only_what_changed(codec, workspace, model):
     assert dropped.path not in index.paths and len(index) == 10
     assert token_cache.store_state(codec.sig, other, workspace, model=model)["state"] == "current"
 
+    # the same codec XP with other weights (trained further) gets its own store, never a mixed one
+    changed = token_cache.load_codec(f"//sig/{codec.sig}", workspace, "cpu")
+    with torch.no_grad():
+        next(changed.parameters()).add_(1e-3)
+    state = token_cache.store_state(codec.sig, other, workspace, model=changed)
+    assert state["state"] == "missing" and state["path"] != str(again.path)
+    assert again.path.name in state["message"]  # names the stores of the codec's other weights
+
 
 def test_first_batch_matches_what_audiocraft_encodes_on_the_fly(store, workspace, model):
     """Same seed, no random crops (10 s examples of 10 s segments): the cached loader's first batch holds exactly
