@@ -413,7 +413,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from musicpipe import dora, presets, training
+    from musicpipe import dora, presets, procs, training
     from musicpipe.notebooks import NotebookError
     from musicpipe.fad import FADError
     from musicpipe.pipeline import PipelineError
@@ -421,7 +421,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError, ValueError,
-            sources.SourceError, NotebookError, PipelineError, FADError) as exc:
+            sources.SourceError, NotebookError, PipelineError, FADError, procs.BusyError) as exc:
         print(f"musicpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -17,12 +17,13 @@ import collections
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, paths, presets
+from musicpipe import audiocraft_env, paths, presets, procs
 from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
@@ -71,13 +72,15 @@ def xp_signature(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Pa
 
 def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None,
         echo: bool = True, tail_lines: int = 60, env: tp.Optional[tp.Mapping[str, str]] = None,
-        sig: tp.Optional[str] = None) -> DoraRun:
+        sig: tp.Optional[str] = None, lock_fd: tp.Optional[int] = None) -> DoraRun:
     """Run ``python -m dora <args>`` with the integration layer's environment; raise on failure.
 
     Output is streamed (``echo``) and its tail kept for the error message. Prints ``xp: <sig>``
     on a line of its own before training starts. Re-running the same args resumes the same XP
     from its last checkpoint (Dora's behaviour). ``env`` adds variables for the run (e.g. HF_HUB_OFFLINE).
     ``sig``: the XP signature when the caller has already computed it (:func:`xp_signature`).
+    The Dora process and its DDP workers die with this process (:mod:`musicpipe.procs`); ``lock_fd`` (the XP's
+    lock, :func:`musicpipe.procs.exclusive`) is passed to the Dora process, so the lock lives as long as it does.
     """
     sig = sig or xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
@@ -86,8 +89,11 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
     cmd = [sys.executable, "-m", "dora", *args]
     tail: tp.Deque[str] = collections.deque(maxlen=tail_lines)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**audiocraft_env.environment(workspace), **(env or {})}, cwd=paths.REPO_ROOT,
-                            bufsize=1)
+                            env={**audiocraft_env.environment(workspace), **(env or {}),
+                                 procs.DIE_WITH_PARENT_ENV: "1"}, cwd=paths.REPO_ROOT, bufsize=1,
+                            **procs.popen_kwargs([lock_fd] if lock_fd is not None else []))
+    if lock_fd is not None:
+        procs.note(lock_fd, f"{os.getpid()} (musicpipe; dora {proc.pid})")
     assert proc.stdout is not None
     for line in proc.stdout:
         tail.append(line.rstrip("\n"))

@@ -53,7 +53,7 @@ import unicodedata
 from collections import deque
 from pathlib import Path
 
-from musicpipe import atomic, audio, manifests, paths
+from musicpipe import atomic, audio, manifests, paths, procs
 from musicpipe import split as split_mod
 
 logger = logging.getLogger(__name__)
@@ -434,10 +434,12 @@ def _run_jobs(jobs: tp.List[tp.Dict[str, tp.Any]], num_jobs: int,
     # fork on Linux: workers start fast and scripts need no ``if __name__ == "__main__"`` guard (spawn would
     # re-import an unguarded script); elsewhere spawn, the platform's safe default.
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    inherited = tuple(_INHERITED_LOCKS) if ctx.get_start_method() == "fork" else ()
     queue = deque(jobs)
     suspects: tp.List[tp.Dict[str, tp.Any]] = []
     while queue:
-        with concurrent.futures.ProcessPoolExecutor(num_jobs, mp_context=ctx) as pool:
+        with concurrent.futures.ProcessPoolExecutor(num_jobs, mp_context=ctx, initializer=_worker_init,
+                                                    initargs=(inherited,)) as pool:
             inflight: tp.Dict[concurrent.futures.Future, tp.Dict[str, tp.Any]] = {}
             broken = False
             while (queue or inflight) and not broken:
@@ -460,7 +462,8 @@ def _run_jobs(jobs: tp.List[tp.Dict[str, tp.Any]], num_jobs: int,
                 suspects.extend(inflight.values())
                 logger.warning("a prepare worker died; retrying %d track(s) one by one", len(suspects))
     for job in suspects:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init,
+                                                    initargs=(inherited,)) as pool:
             try:
                 result = pool.submit(_process_track, job).result()
             except BrokenProcessPool:
@@ -530,21 +533,37 @@ def _refresh_sidecars(track_dir: Path, marker: tp.Dict[str, tp.Any], info: tp.Ma
 
 @contextlib.contextmanager
 def _dataset_lock(root: Path) -> tp.Iterator[None]:
+    """One prepare per dataset: :func:`musicpipe.procs.exclusive` on ``<root>/.prepare.lock``.
+
+    A dead prepare never holds it (the kernel drops an flock with its last holder, and the pool's workers, which
+    inherit it through fork, close their copy and die with their parent). The losing side gets
+    :class:`musicpipe.procs.BusyError` naming the PID.
+    """
     root.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(root / ".prepare.lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RuntimeError(f"another prepare is running on {root} (lock {root / '.prepare.lock'})") from None
+    with procs.exclusive(root / ".prepare.lock", f"dataset {root.name} (another prepare)") as fd:
+        _INHERITED_LOCKS.append(fd)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            _INHERITED_LOCKS.remove(fd)
+
+
+_INHERITED_LOCKS: tp.List[int] = []  # lock descriptors a forked worker must not keep
+
+
+def _worker_init(fds: tp.Sequence[int] = ()) -> None:
+    """A pool worker: drop the inherited lock descriptors; die with the prepare that started it."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    procs.die_with_parent()
 
 
 def _cpu_count() -> int:

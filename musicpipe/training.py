@@ -20,11 +20,12 @@ import urllib.request
 import typing as tp
 from pathlib import Path
 
-from musicpipe import dora, export, manifests, paths, presets, release, tracking
+from musicpipe import dora, export, manifests, paths, presets, procs, release, tracking
 from musicpipe import token_cache as token_store
 from musicpipe.xp import CODEC_FILE, XP, XPError
 
 MIN_FREE_GB = 1.0
+LOCK_FILE = ".musicpipe.lock"  # in the XP folder: one trainer per XP (musicpipe.procs.exclusive)
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]],
     """``dora run``, unless that XP already trained all its epochs (then nothing runs, unless ``rerun``).
 
     ``before``: called only when the run launches; the variables it returns join ``env``.
+    One trainer per XP: the XP's lock (``<xp>/.musicpipe.lock``, held by this process and the Dora process) refuses
+    a second launch with :class:`musicpipe.procs.BusyError` naming the PID; the kernel drops it when they die.
     """
     sig = dora.xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
@@ -91,9 +94,10 @@ def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]],
         print(f"xp: {sig}", flush=True)
         logger.info("xp %s already trained its %d epochs (%s): skipped", sig, epochs, folder)
         return dora.DoraRun(sig=sig, folder=folder, returncode=0, output_tail="", skipped=True)
-    if before is not None:
-        env = {**env, **before()}
-    return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig)
+    with procs.exclusive(folder / LOCK_FILE, f"xp {sig}") as lock:  # one trainer per XP
+        if before is not None:
+            env = {**env, **before()}
+        return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig, lock_fd=lock)
 
 
 def _wandb_env(project: tp.Optional[str], env: tp.Mapping[str, str], **config: tp.Any) -> tp.Dict[str, str]:

@@ -11,8 +11,12 @@ Example (what :mod:`musicpipe.dora` runs for you):
     $ DORA_PACKAGE=musicpipe.dora_entry python -m dora run solver=compression/debug device=cpu ...
 """
 
-from musicpipe import audiocraft_env
+import os
 
+from musicpipe import audiocraft_env, procs
+
+if os.environ.get(procs.DIE_WITH_PARENT_ENV) == "1":  # set by musicpipe.dora.run: DDP workers die with Dora's launcher
+    procs.die_with_parent()
 audiocraft_env.activate()
 
 from audiocraft.train import get_solver_from_sig, get_solver_from_xp, main  # noqa: E402
