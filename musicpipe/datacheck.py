@@ -280,7 +280,7 @@ def require_ok(dataset: str, workspace: tp.Optional[PathLike] = None, sample: tp
     if not result.ok:
         raise DataCheckError(f"dataset {dataset!r}: {len(result.problems)} of {result.files} file(s) unusable, "
                              "training not started:\n  " + listing(result.problems, 20, "\n  ")
-                             + "\nre-prepare the dataset (`musicpipe prepare ...`) or fix these files; "
+                             + "\nrepair them with `musicpipe prepare ... --verify` (re-converts damaged segments) or fix them; "
                                "training_checks/preflight.py checks everything else")
     return result
 
