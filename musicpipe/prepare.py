@@ -506,7 +506,29 @@ def _compact(result: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     """What the manifests and the report need of a track's result (large datasets hold one per track)."""
     out = {k: result.get(k) for k in _KEPT}
     out["segments"] = [(s["file"], s["duration"], s["bytes"]) for s in result.get("segments", [])]
+    hashes = [s.get("blake2b") for s in result.get("segments", [])]
+    # the decoded audio's fingerprint: identical decoded (and converted) audio gives identical segment bytes
+    out["audio_hash"] = content_hash("|".join(hashes).encode()) if hashes and all(hashes) else None
     return out
+
+
+def _drop_duplicates(results: tp.Dict[str, tp.Dict[str, tp.Any]],
+                     ok: tp.Dict[str, tp.Dict[str, tp.Any]]) -> None:
+    """Tracks whose decoded audio is identical to another's (same ``audio_hash``): the first track id is kept, the
+    others are reported in the quarantine list as duplicates of it and left out of the manifests."""
+    first: tp.Dict[str, str] = {}
+    for tid in sorted(ok):
+        fp = ok[tid].get("audio_hash")
+        if not fp:
+            continue
+        if fp not in first:
+            first[fp] = tid
+            continue
+        keep = first[fp]
+        logger.warning("%s: same decoded audio as %s (%s): left out as a duplicate", tid, keep, results[tid]["file"])
+        results[tid] = dict(results[tid], status="quarantined", reason_code="duplicate", duplicate_of=keep,
+                            reason=f"duplicate of {keep} (identical decoded audio)")
+        del ok[tid]
 
 
 def _valid_marker(track_dir: Path, audio_fp: tp.Mapping[str, tp.Any],
@@ -729,6 +751,7 @@ def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id:
     """
     audio_root = root / "audio"
     ok = {tid: r for tid, r in results.items() if r["status"] == "ok"}
+    _drop_duplicates(results, ok)
     durations = {tid: sum(duration for _, duration, _ in r["segments"]) for tid, r in ok.items()}
     assignment, split_info = split_mod.split_tracks([(by_id[tid], durations[tid]) for tid in sorted(ok)],
                                                     config.split, config.valid_share, config.seed) \
@@ -748,7 +771,7 @@ def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id:
                 raise RuntimeError(f"{path}: missing or partial after conversion; re-run prepare")
             seen_paths.add(path)
             records[side].append(manifests.AudioRecord(path=path, duration=duration, sample_rate=config.sample_rate))
-            sides[side].append({"track_id": tid, "artist": by_id[tid].artist})
+            sides[side].append({"track_id": tid, "artist": by_id[tid].artist, "audio_hash": ok[tid].get("audio_hash")})
     split_mod.check_no_leak(sides["train"], sides["valid"], check_artists=split_info["method_used"] == "artist")
     egs = root / "egs"
     for side in ("train", "valid"):
@@ -767,7 +790,8 @@ def _report(name: str, root: Path, tracks: tp.List[TrackInput], results: tp.Dict
             dset_config: tp.Optional[str], infos: tp.Mapping[str, tp.Mapping[str, tp.Any]]) -> tp.Dict[str, tp.Any]:
     bad = [results[t.track_id] for t in tracks if results[t.track_id]["status"] != "ok"]
     quarantined = sorted(({"track_id": r["track_id"], "file": r["file"], "reason_code": r.get("reason_code"),
-                           "reason": r.get("reason")} for r in bad), key=lambda r: r["track_id"])
+                           "reason": r.get("reason"), **({"duplicate_of": r["duplicate_of"]} if r.get("duplicate_of")
+                                                         else {})} for r in bad), key=lambda r: r["track_id"])
     reasons: tp.Dict[str, int] = {}
     for r in bad:
         reasons[r.get("reason_code") or "error"] = reasons.get(r.get("reason_code") or "error", 0) + 1
