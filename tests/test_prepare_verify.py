@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 from conftest import run_cli
 from musicpipe import manifests, paths, prepare
