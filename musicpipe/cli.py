@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="redo every track")
+    p.add_argument("--verify", action="store_true",
+                   help="re-check every kept segment (content hash, header, sidecar) and re-convert damaged tracks")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("combine", help="combine prepared datasets into one (symlinks, nothing copied)")
@@ -263,7 +265,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     config = PrepareConfig(sample_rate=args.sample_rate, segment_seconds=args.segment_seconds,
                            min_last_segment_seconds=args.min_last_segment, audio_format=args.format,
-                           valid_share=args.valid_share, split=args.split, seed=args.seed, num_jobs=args.num_jobs)
+                           valid_share=args.valid_share, split=args.split, seed=args.seed, num_jobs=args.num_jobs,
+                           verify=args.verify)
     source = sources.get(args.source)
     values = _source_values(source, "prepare", args)
     report = source.prepare(args.workspace, config, force=args.force, **values)

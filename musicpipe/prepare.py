@@ -104,6 +104,7 @@ class PrepareConfig:
     split: str = "artist"                   # 'artist' | 'track' | 'official'
     seed: int = 0
     num_jobs: tp.Optional[int] = None       # process pool size; None = os.cpu_count()
+    verify: bool = False                    # re-check kept segments (content hash, header, sidecar); redo damaged
 
     def validate(self) -> None:
         if self.sample_rate <= 0:
@@ -278,6 +279,30 @@ def wav_header(frames: int, sample_rate: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", data)
 
 
+_DIGESTS: tp.Dict[str, str] = {}  # path -> content hash of the bytes _write_segment wrote (read by _convert)
+
+
+def content_hash(*chunks: tp.Any) -> str:
+    """BLAKE2b-128 of the bytes, hex: the per-segment fingerprint recorded in the marker (``prepare --verify``).
+
+    >>> content_hash(b"ab") == content_hash(b"a", b"b")
+    True
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def file_content_hash(path: PathLike) -> str:
+    """:func:`content_hash` of a file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _write_segment(path: Path, x: tp.Any, sample_rate: int, audio_format: str) -> int:
     """Write ``x`` (clipped to [-1, 1]) as 16-bit PCM to a temp name, then rename; returns the file size.
 
@@ -292,15 +317,18 @@ def _write_segment(path: Path, x: tp.Any, sample_rate: int, audio_format: str) -
     np.rint(pcm, out=pcm)
     pcm16 = pcm.astype("<i2")
     if audio_format == "wav":
+        header = wav_header(pcm16.size, sample_rate)
         with atomic.atomic_open(path, "wb") as f:
-            f.write(wav_header(pcm16.size, sample_rate))
+            f.write(header)
             f.write(pcm16.data)
+        _DIGESTS[str(path)] = content_hash(header, pcm16.data)
         return 44 + 2 * pcm16.size
     import soundfile as sf
 
     fmt, subtype = AUDIO_FORMATS[audio_format]
     with atomic.atomic_path(path) as tmp:
         sf.write(tmp, pcm16, sample_rate, format=fmt, subtype=subtype)
+    _DIGESTS[str(path)] = file_content_hash(path)
     return path.stat().st_size
 
 
@@ -363,7 +391,7 @@ def _convert(job: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
             manifests.write_sidecar(path, job["info"], extra=seg_extra)
             segments.append({"file": path.name, "frames": n, "duration": round(n / sr, 6),
                              "start": round(k * cfg.segment_seconds, 6), "bytes": size,
-                             "rms_db": round(level, 2)})
+                             "rms_db": round(level, 2), "blake2b": _DIGESTS.pop(str(path), None)})
     except audio.AudioDecodeError as e:
         result.update(_stats(stats, total, sr, clipped, peak, silent, tail_dropped))
         return quarantine("undecodable", f"undecodable: {e.reason}")
@@ -481,7 +509,29 @@ def _compact(result: tp.Mapping[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     """What the manifests and the report need of a track's result (large datasets hold one per track)."""
     out = {k: result.get(k) for k in _KEPT}
     out["segments"] = [(s["file"], s["duration"], s["bytes"]) for s in result.get("segments", [])]
+    hashes = [s.get("blake2b") for s in result.get("segments", [])]
+    # the decoded audio's fingerprint: identical decoded (and converted) audio gives identical segment bytes
+    out["audio_hash"] = content_hash("|".join(hashes).encode()) if hashes and all(hashes) else None
     return out
+
+
+def _drop_duplicates(results: tp.Dict[str, tp.Dict[str, tp.Any]],
+                     ok: tp.Dict[str, tp.Dict[str, tp.Any]]) -> None:
+    """Tracks whose decoded audio is identical to another's (same ``audio_hash``): the first track id is kept, the
+    others are reported in the quarantine list as duplicates of it and left out of the manifests."""
+    first: tp.Dict[str, str] = {}
+    for tid in sorted(ok):
+        fp = ok[tid].get("audio_hash")
+        if not fp:
+            continue
+        if fp not in first:
+            first[fp] = tid
+            continue
+        keep = first[fp]
+        logger.warning("%s: same decoded audio as %s (%s): left out as a duplicate", tid, keep, results[tid]["file"])
+        results[tid] = dict(results[tid], status="quarantined", reason_code="duplicate", duplicate_of=keep,
+                            reason=f"duplicate of {keep} (identical decoded audio)")
+        del ok[tid]
 
 
 def _valid_marker(track_dir: Path, audio_fp: tp.Mapping[str, tp.Any],
@@ -510,6 +560,26 @@ def _valid_marker(track_dir: Path, audio_fp: tp.Mapping[str, tp.Any],
     elif marker.get("status") != "quarantined":
         return None
     return marker
+
+
+def verify_segments(track_dir: Path, marker: tp.Mapping[str, tp.Any], sample_rate: int) -> tp.List[str]:
+    """Problems with a kept track's segments: content hash against the marker's (or, for markers without one,
+    the header against the recorded frames), and each sidecar (:func:`musicpipe.datacheck.check_file`)."""
+    from musicpipe import datacheck
+
+    problems = []
+    for seg in marker.get("segments", []):
+        path = track_dir / seg["file"]
+        problem = datacheck.check_file(manifests.AudioRecord(str(path), float(seg["duration"]), sample_rate))
+        if problem is None and seg.get("blake2b"):
+            try:
+                if file_content_hash(path) != seg["blake2b"]:
+                    problem = f"{path}: content differs from what prepare wrote (BLAKE2b mismatch)"
+            except OSError as exc:
+                problem = f"{path}: unreadable ({exc.strerror or exc})"
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 def _has_size(path: str, size: int) -> bool:
@@ -637,6 +707,17 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
             source_fp = _source_fingerprint(track.path)
             track_dir = audio_root / track.track_id
             marker = None if force else _valid_marker(track_dir, audio_fp, source_fp)
+            if marker is not None and config.verify and marker.get("status") == "ok":
+                damaged = verify_segments(track_dir, marker, config.sample_rate)
+                run["verified_segments"] = run.get("verified_segments", 0) + len(marker.get("segments", []))
+                if damaged and source_fp is None:
+                    logger.warning("%s: damaged, but its source %s is missing: kept as is (%s)", track.track_id,
+                                   track.path, "; ".join(damaged))
+                elif damaged:
+                    for problem in damaged:
+                        logger.warning("verify: %s: re-converting %s", problem, track.track_id)
+                    run["repaired"] = run.get("repaired", 0) + 1
+                    marker = None
             if marker is not None:
                 if source_fp is None and marker.get("status") == "ok":
                     run["missing_sources_kept"] += 1
@@ -689,6 +770,7 @@ def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id:
     """
     audio_root = root / "audio"
     ok = {tid: r for tid, r in results.items() if r["status"] == "ok"}
+    _drop_duplicates(results, ok)
     durations = {tid: sum(duration for _, duration, _ in r["segments"]) for tid, r in ok.items()}
     assignment, split_info = split_mod.split_tracks([(by_id[tid], durations[tid]) for tid in sorted(ok)],
                                                     config.split, config.valid_share, config.seed) \
@@ -708,7 +790,7 @@ def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id:
                 raise RuntimeError(f"{path}: missing or partial after conversion; re-run prepare")
             seen_paths.add(path)
             records[side].append(manifests.AudioRecord(path=path, duration=duration, sample_rate=config.sample_rate))
-            sides[side].append({"track_id": tid, "artist": by_id[tid].artist})
+            sides[side].append({"track_id": tid, "artist": by_id[tid].artist, "audio_hash": ok[tid].get("audio_hash")})
     split_mod.check_no_leak(sides["train"], sides["valid"], check_artists=split_info["method_used"] == "artist")
     egs = root / "egs"
     for side in ("train", "valid"):
@@ -727,7 +809,8 @@ def _report(name: str, root: Path, tracks: tp.List[TrackInput], results: tp.Dict
             dset_config: tp.Optional[str], infos: tp.Mapping[str, tp.Mapping[str, tp.Any]]) -> tp.Dict[str, tp.Any]:
     bad = [results[t.track_id] for t in tracks if results[t.track_id]["status"] != "ok"]
     quarantined = sorted(({"track_id": r["track_id"], "file": r["file"], "reason_code": r.get("reason_code"),
-                           "reason": r.get("reason")} for r in bad), key=lambda r: r["track_id"])
+                           "reason": r.get("reason"), **({"duplicate_of": r["duplicate_of"]} if r.get("duplicate_of")
+                                                         else {})} for r in bad), key=lambda r: r["track_id"])
     reasons: tp.Dict[str, int] = {}
     for r in bad:
         reasons[r.get("reason_code") or "error"] = reasons.get(r.get("reason_code") or "error", 0) + 1

@@ -175,7 +175,8 @@ def check_no_leak(train_records: tp.Iterable[tp.Any], valid_records: tp.Iterable
                   check_artists: bool = True) -> None:
     """Raise SplitLeakError if a track (or, with ``check_artists``, an artist) is on both sides.
 
-    Records are mappings or objects with ``track_id`` and ``artist`` (per segment or per track); unknown
+    Records are mappings or objects with ``track_id`` and ``artist`` (per segment or per track), and optionally
+    ``audio_hash`` (prepare's fingerprint of the decoded audio: the same audio under two names also leaks); unknown
     artists are not compared.
 
     Example:
@@ -188,9 +189,13 @@ def check_no_leak(train_records: tp.Iterable[tp.Any], valid_records: tp.Iterable
     """
     train_tracks: tp.Dict[str, tp.Any] = {}
     train_artists: tp.Dict[str, str] = {}
+    train_audio: tp.Dict[str, str] = {}
     for rec in train_records:
         tid = _get(rec, "track_id")
         train_tracks.setdefault(tid, rec)
+        audio_hash = _get(rec, "audio_hash")
+        if audio_hash:
+            train_audio.setdefault(audio_hash, tid)
         key = artist_key(_get(rec, "artist"))
         if key:
             train_artists.setdefault(key, tid)
@@ -198,6 +203,10 @@ def check_no_leak(train_records: tp.Iterable[tp.Any], valid_records: tp.Iterable
         tid = _get(rec, "track_id")
         if tid in train_tracks:
             raise SplitLeakError(f"split leak: track {tid!r} has segments in train and in valid")
+        audio_hash = _get(rec, "audio_hash")
+        if audio_hash and audio_hash in train_audio:
+            raise SplitLeakError(f"split leak: track {tid!r} in valid has the same audio as track "
+                                 f"{train_audio[audio_hash]!r} in train (a duplicate under another name)")
         key = artist_key(_get(rec, "artist"))
         if check_artists and key and key in train_artists:
             raise SplitLeakError(f"split leak: artist {key!r} is in train (track {train_artists[key]}) "

@@ -20,7 +20,7 @@ import urllib.request
 import typing as tp
 from pathlib import Path
 
-from musicpipe import dora, export, manifests, paths, presets, procs, release, tracking
+from musicpipe import datacheck, dora, export, manifests, paths, presets, procs, release, tracking
 from musicpipe import token_cache as token_store
 from musicpipe.xp import CODEC_FILE, XP, XPError
 
@@ -50,6 +50,16 @@ def check_manifests(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = 
                 from None
         counts[split] = len(records)
     return counts
+
+
+def check_data(dataset: str, workspace: tp.Optional[tp.Union[str, Path]] = None) -> datacheck.DataCheck:
+    """:func:`musicpipe.datacheck.require_ok` (every file, header and sidecar; a decoded sample) before a launch."""
+    try:
+        result = datacheck.require_ok(dataset, workspace)
+    except (datacheck.DataCheckError, manifests.ManifestError) as exc:
+        raise TrainingInputError(str(exc)) from None
+    print(f"data check: {result.message()} ({result.seconds:.1f} s)", flush=True)
+    return result
 
 
 def check_disk(workspace: tp.Optional[tp.Union[str, Path]] = None, min_free_gb: float = MIN_FREE_GB) -> float:
@@ -298,6 +308,7 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
     counts = check_manifests(dataset, workspace)
+    check_data(dataset, workspace)
     check_disk(workspace)
     args = presets.dora_run_args(spec, "compression", dset=dataset, epochs=epochs, batch_size=batch_size,
                                  segment_seconds=segment_seconds, gpus=gpus, overrides=overrides)
@@ -334,6 +345,7 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
     XP signature is the same with or without it, and the XP's record names the store.
     """
     check_manifests(dataset or presets.load_preset(preset).dataset, workspace)
+    check_data(dataset or presets.load_preset(preset).dataset, workspace)
     check_disk(workspace)
     plan = plan_lm(preset, codec, dataset, workspace, conditioning=conditioning, init_from=init_from, epochs=epochs,
                    batch_size=batch_size, segment_seconds=segment_seconds, gpus=gpus, overrides=overrides)

@@ -8,8 +8,12 @@ Each check gives ``PASS``, ``WARN`` or ``FAIL`` with a message that names the fi
   folders its ``datasource`` names (the workspace's ``data/<dataset>/egs/<split>`` for every dset config
   musicpipe writes or commits).
 - ``manifest train`` / ``manifest valid``: ``data.jsonl`` exists, is valid and lists audio.
-- ``files``: a seeded random sample of each split's files exists and really decodes (PyAV, through
+- ``files``: :mod:`musicpipe.datacheck`, the check ``train-codec``/``train-lm`` run before launch: every
+  manifest entry exists, its WAV/FLAC header gives about the duration its line lists and is not truncated, every
+  sidecar parses (for every solver); a seeded random sample of each split's files really decodes (PyAV, through
   :mod:`musicpipe.audio`), to about the duration the manifest lists.
+- ``workspace``: the workspace can be written (a read-only mount or folder fails here, not at the first
+  checkpoint).
 - ``sample rate`` / ``channels``: every manifest line and every sampled file (probed) is at the config's rate
   and channel count, and the dset config's ``max_sample_rate``/``max_channels`` admit them (AudioCraft asserts it).
 - ``segment length``: enough of the train audio is at least ``segment_duration * min_segment_ratio`` long; shorter
@@ -41,7 +45,8 @@ Each check gives ``PASS``, ``WARN`` or ``FAIL`` with a message that names the fi
   store for this codec's current weights is complete and built from the manifests as they are (PASS), missing
   (PASS: train-lm builds it first), out of date (WARN: train-lm re-encodes the changed segments) or does not
   match its own index (FAIL) (:func:`musicpipe.token_cache.store_state`; loads the codec on the CPU).
-- ``codec`` (musicgen only): the codec XP (``codec`` or the dataset's latest) exists with a checkpoint, and its
+- ``codec`` (musicgen only): the codec XP (``codec`` or the dataset's latest) exists with a checkpoint that is not
+  truncated (its zip directory reads), and its
   n_q, codebook size, sample rate and channels match what the LM is composed with and the dataset's rate.
 
 Any other unexpected error in one check is that check's FAIL, never a traceback. Run
@@ -80,10 +85,9 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import typing as tp
 
-from musicpipe import atomic, audio, audiocraft_env, config, manifests, paths, presets, sizing, training
+from musicpipe import atomic, audiocraft_env, config, datacheck, manifests, paths, presets, sizing, training
 from musicpipe import split as split_mod
 from musicpipe import token_cache as token_store
 
@@ -94,11 +98,11 @@ PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 STATUSES = (PASS, WARN, FAIL)
 SOLVERS = ("compression", "musicgen")
 CONDITIONERS = ("none", "genre", "text")
-DEFAULT_SAMPLE = 20          # files decoded per split
+DEFAULT_SAMPLE = datacheck.DEFAULT_SAMPLE  # files decoded per split
 MAX_NAMED = 5                # problems spelled out in one message
 GPU_MIN_FREE_GB = 10.0       # disk for GPU presets: real runs keep several large checkpoints and samples
 GPU_BUSY_SHARE = 0.1         # a GPU with more than this share of its memory in use is held by another process
-DURATION_TOLERANCE = 0.05    # decoded vs listed duration: max(0.1 s, 5 %)
+DURATION_TOLERANCE = datacheck.DURATION_TOLERANCE  # decoded vs listed duration: max(0.1 s, 5 %)
 PLACEHOLDER_CODEC = "00000000"
 
 
@@ -225,20 +229,7 @@ class PreflightReport:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def select(items: tp.Sequence[tp.Any], sample: tp.Optional[int], seed: int = 0,
-           key: tp.Callable[[tp.Any], str] = str) -> tp.List[tp.Any]:
-    """``sample`` of ``items`` (all when None or fewer), sorted by ``key`` first, chosen by ``random.Random(seed)``.
-
-    Example:
-        >>> select(["c", "a", "b"], 2, seed=0) == select(["a", "b", "c"], 2, seed=0)
-        True
-        >>> select(["b", "a"], None)
-        ['a', 'b']
-    """
-    ordered = sorted(items, key=key)
-    if sample is None or sample >= len(ordered):
-        return ordered
-    return random.Random(seed).sample(ordered, sample)
+select = datacheck.select
 
 
 def read_sidecar(audio_path: PathLike) -> tp.Dict[str, tp.Any]:
@@ -374,46 +365,26 @@ def check_manifest(egs: Path, split: str, dataset: str) -> tp.Tuple[CheckResult,
 
 def check_files(records: tp.Mapping[str, tp.Sequence[tp.Any]], sample: tp.Optional[int] = DEFAULT_SAMPLE,
                 seed: int = 0) -> tp.Tuple[CheckResult, tp.Dict[str, tp.Dict[str, tp.Any]]]:
-    """Decode a seeded sample of each split's files; returns the result and each decoded file's probe.
-
-    A file fails when it is missing, does not decode, or decodes to a duration more than max(0.1 s, 5 %) away
-    from what its manifest line says (a truncated or replaced file).
+    """:func:`musicpipe.datacheck.check_records` (what ``train-codec``/``train-lm`` check before launch): every
+    entry's file, header and sidecar, then a seeded decoded sample; returns the result and each decoded file's probe.
     """
-    problems: tp.List[str] = []
-    probes: tp.Dict[str, tp.Dict[str, tp.Any]] = {}
+    result = datacheck.check_records(records, sample, seed)
     checked = {split: 0 for split in records}
     for split, recs in records.items():
-        for rec in select(recs, sample, seed, key=lambda r: r.path):
-            checked[split] += 1
-            path = Path(rec.path)
-            if not path.is_file():
-                problems.append(f"{rec.path}: file not found (listed in {split})")
-                continue
-            try:
-                info = audio.probe(path)
-                stats: tp.Dict[str, tp.Any] = {}
-                rate = info["sample_rate"] or 32000
-                frames = sum(len(block) for block in audio.stream_mono(path, rate, block_seconds=30.0, stats=stats))
-            except audio.AudioDecodeError as exc:
-                problems.append(f"{exc} (listed in {split})")
-                continue
-            decoded = frames / rate
-            if abs(decoded - rec.duration) > max(0.1, DURATION_TOLERANCE * rec.duration):
-                problems.append(f"{rec.path}: decodes to {decoded:.2f} s but the {split} manifest lists "
-                                f"{rec.duration:.2f} s (truncated or replaced file?)")
-                continue
-            probes[rec.path] = info
-    total = sum(checked.values())
+        checked[split] = min(len(recs), len(recs) if sample is None else sample)
+    total = result.files
     everything = all(checked[split] == len(recs) for split, recs in records.items())
     how = "all" if everything else f"a sample (seed {seed}) of"
-    details = {"checked": checked, "failed": len(problems)}
+    details = {"checked": checked, "failed": len(result.problems), "headers": result.files,
+               "seconds": round(result.seconds, 3)}
     if not total:
-        return CheckResult("files", FAIL, "no manifest to sample files from"), probes
-    if problems:
-        return CheckResult("files", FAIL, f"{len(problems)} of {total} file(s) checked are unusable: "
-                                          + _listing(problems), details), probes
+        return CheckResult("files", FAIL, "no manifest to sample files from"), result.probes
+    if result.problems:
+        return CheckResult("files", FAIL, f"{len(result.problems)} of {total} file(s) checked are unusable: "
+                                          + _listing(result.problems), details), result.probes
+    decoded = sum(checked.values())
     parts = ", ".join(f"{n} {split}" for split, n in checked.items())
-    return CheckResult("files", PASS, f"{how} {total} file(s) ({parts}) exist and decode", details), probes
+    return CheckResult("files", PASS, f"{how} {decoded} file(s) ({parts}) exist and decode", details), result.probes
 
 
 def _probe_mismatches(probes: tp.Mapping[str, tp.Mapping[str, tp.Any]], key: str, expected: int,
@@ -805,7 +776,19 @@ def resolve_codec(codec: tp.Optional[str], dataset: str, ws: Path) -> tp.Tuple[t
     except training.TrainingInputError as exc:
         head = f"codec XP {given}: " if given else ""
         return None, CheckResult("codec", FAIL, head + _one_line(exc), {"sig": given} if given else {})
+    if info.checkpoint is None:  # a codec XP of this workspace: a truncated copy fails at the LM's first step
+        problem = datacheck.check_checkpoint(paths.xp_dir(info.sig, ws) / "checkpoint.th")
+        if problem:
+            return None, CheckResult("codec", FAIL, f"codec XP {info.sig}: {problem}", {"sig": info.sig})
     return info, CheckResult("codec", PASS, "")
+
+
+def check_workspace_writable(ws: Path) -> CheckResult:
+    """The workspace takes a file (:func:`musicpipe.datacheck.check_writable`: a real write, not permission bits)."""
+    problem = datacheck.check_writable(ws)
+    if problem:
+        return CheckResult("workspace", FAIL, problem)
+    return CheckResult("workspace", PASS, f"{ws}: writable")
 
 
 def check_codec_match(info: tp.Any, cfg: _Config, records: tp.Mapping[str, tp.Sequence[tp.Any]]) -> CheckResult:
@@ -986,6 +969,7 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
     forecast = guarded("disk", lambda: sizing.disk_forecast(raw_cfg, valid_seconds=valid_seconds)) \
         if raw_cfg is not None else None
     guarded("disk", lambda: results.append(check_disk_forecast(ws, forecast, need_gb)))
+    guarded("workspace", lambda: results.append(check_workspace_writable(ws)))
     if raw_cfg is not None:
         guarded("shm", lambda: results.append(check_shm(raw_cfg, world)))
         guarded("epoch", lambda: results.append(check_epoch(raw_cfg, world)))

@@ -127,11 +127,62 @@ def parse_meta_tsv(text: str) -> tp.Dict[str, tp.Dict[str, str]]:
     return out
 
 
-def _fetch_text(url: str, dest: Path, force: bool) -> str:
+TAGS_HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
+META_HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "TRACK_NAME", "ARTIST_NAME", "ALBUM_NAME")
+
+
+def metadata_problem(rel: str, data: bytes) -> tp.Optional[str]:
+    """Why ``data`` is not the metadata file ``rel`` (an HTML page, a wrong header, short rows), or None.
+
+    Example:
+        >>> metadata_problem(TAGS_TSV, b"<!DOCTYPE html><html><body>Not found</body></html>")
+        'an HTML page, not a TSV'
+        >>> metadata_problem(META_TSV, b"TRACK_ID,ARTIST_ID")
+        "its first line is 'TRACK_ID,ARTIST_ID', not the header TRACK_ID ARTIST_ID ALBUM_ID TRACK_NAME ARTIST_NAME ALBUM_NAME"
+    """
+    start = data[:1024].lstrip().lower()
+    if start.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in start:
+        return "an HTML page, not a TSV" if not rel.endswith(".txt") else "an HTML page, not a checksum list"
+    text = data.decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    if rel.endswith("_sha256_tars.txt"):
+        try:
+            sums = parse_sha256_list(text)
+        except download.DownloadError as exc:
+            return str(exc)
+        return None if sums else "no checksum line"
+    expected = META_HEADER if rel == META_TSV else TAGS_HEADER
+    first = lines[0].rstrip("\r") if lines else ""
+    if tuple(first.split("\t")[:len(expected)]) != expected:
+        return f"its first line is {first[:60]!r}, not the header {' '.join(expected)}"
+    rows = [(n, line) for n, line in enumerate(lines[1:], 2) if line.strip()]
+    for n, line in rows:
+        if len(line.split("\t")) < len(expected) - 1:
+            return f"line {n} has {len(line.split(chr(9)))} tab-separated column(s), expected at least {len(expected) - 1}"
+    if not rows and rel in (TAGS_TSV, META_TSV):
+        return "a header but no track"
+    return None
+
+
+def _fetch_text(url: str, dest: Path, force: bool, rel: str) -> str:
+    """Download ``url`` to ``dest`` unless a valid copy is there; a copy that fails :func:`metadata_problem`
+    is deleted (and downloaded again when it was kept from an earlier run)."""
     if force:
         dest.unlink(missing_ok=True)
+    if dest.exists():
+        problem = metadata_problem(rel, dest.read_bytes())
+        if problem:
+            logger.warning("%s: kept from an earlier download but %s: deleted, downloading it again from %s", dest,
+                           problem, url)
+            dest.unlink()
     download.http_download(url, dest, progress=False)
-    return dest.read_text(encoding="utf-8", errors="replace")
+    data = dest.read_bytes()
+    problem = metadata_problem(rel, data)
+    if problem:
+        dest.unlink()
+        raise MTGError(f"{url} did not serve MTG-Jamendo's {rel} ({problem}): deleted {dest}; check "
+                       "--metadata-mirror (or $MTG_METADATA_MIRROR)")
+    return data.decode("utf-8", errors="replace")
 
 
 def download_metadata(workspace: tp.Optional[tp.Union[str, Path]] = None, metadata_mirror: tp.Optional[str] = None,
@@ -142,7 +193,7 @@ def download_metadata(workspace: tp.Optional[tp.Union[str, Path]] = None, metada
     rels = [f"data/download/{dataset}_{variant}_sha256_tars.txt", TAGS_TSV, META_TSV] + [
         SPLIT_TSV.format(split=split, part=p) for p in ("train", "validation", "test")]
     for rel in rels:
-        _fetch_text(metadata_url(rel, metadata_mirror), meta / rel, force)
+        _fetch_text(metadata_url(rel, metadata_mirror), meta / rel, force, rel)
     return meta
 
 
@@ -194,6 +245,12 @@ def track_inputs(workspace: tp.Optional[tp.Union[str, Path]] = None, *, variant:
     tags_path = meta / TAGS_TSV
     if not tags_path.exists():
         raise MTGError(f"{tags_path} is missing: run `musicpipe download mtg_jamendo` first")
+    for rel in (TAGS_TSV, META_TSV, *(SPLIT_TSV.format(split=split, part=p) for p in ("train", "validation", "test"))):
+        kept = meta / rel
+        problem = metadata_problem(rel, kept.read_bytes()) if kept.exists() else None
+        if problem:  # suspect: never trust it for tags, names or the split
+            raise MTGError(f"{kept}: not MTG-Jamendo's {rel} ({problem}): download it again with "
+                           "`musicpipe download mtg_jamendo --parts ... --force`")
     tags = parse_tags_tsv(tags_path.read_text(encoding="utf-8", errors="replace"))
     names = parse_meta_tsv((meta / META_TSV).read_text(encoding="utf-8", errors="replace")) \
         if (meta / META_TSV).exists() else {}

@@ -67,7 +67,7 @@ def test_preflight_scripts(workspace: Path, codec) -> None:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     lines = res.stdout.strip().splitlines()
     assert lines[0] == f"preflight {DATASET}: solver compression, preset demo_cpu, workspace {workspace}"
-    assert lines[-1] == f"preflight: {DATASET} (compression, preset demo_cpu): ready: 16 checks, 16 passed"
+    assert lines[-1] == f"preflight: {DATASET} (compression, preset demo_cpu): ready: 17 checks, 17 passed"
     assert "Traceback" not in res.stderr
 
     res = _script("preflight", "--dataset", DATASET, "--solver", "musicgen", "--codec", codec.sig,
@@ -76,7 +76,7 @@ def test_preflight_scripts(workspace: Path, codec) -> None:
     lines = res.stdout.strip().splitlines()
     codec_line = next(line for line in lines if line.startswith("PASS  codec"))
     assert f"codec XP {codec.sig}: n_q={n_q}, card={card}, 32000 Hz" in codec_line
-    assert lines[-1] == f"preflight: {DATASET} (musicgen, preset demo_cpu): ready: 17 checks, 17 passed"
+    assert lines[-1] == f"preflight: {DATASET} (musicgen, preset demo_cpu): ready: 18 checks, 18 passed"
 
     res = _script("preflight", "--dataset", DATASET, "--solver", "musicgen", "--codec", "0badc0de",
                   workspace=workspace)
@@ -86,7 +86,7 @@ def test_preflight_scripts(workspace: Path, codec) -> None:
         f"FAIL  codec                    codec XP 0badc0de: {paths.xp_dir('0badc0de', workspace)}: "
         f"no such XP in workspace {workspace} (is the signature or --workspace right?)"]
     assert lines[-1] == (f"preflight: {DATASET} (musicgen, preset demo_cpu): NOT ready: 1 failed (codec); "
-                         "17 checks, 16 passed")
+                         "18 checks, 17 passed")
 
     for args in (["--dataset", DATASET, "--codec", codec.sig], ["--dataset", DATASET, "--solver", "lm"],
                  ["--dataset", DATASET, "--preset", "no_such_preset"]):
