@@ -12,6 +12,10 @@ Standard library only: ``python3 -m musicpipe.install`` uses it before the virtu
   ``shutil.copyfile``); its name ends in ``.tmp``, so tell such writers the format (``format="WAV"``);
 - :func:`symlink`: create or repoint a symbolic link.
 
+A write that fails for lack of space raises :class:`DiskFullError` (an ``OSError`` with ``errno.ENOSPC``) naming the
+file, the file system that filled, its free space and, where known, how much the write needed: out of space is not
+bad input, and callers stop on it instead of treating the file as broken (:func:`disk_full` classifies).
+
 Example:
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -26,13 +30,121 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import shutil
 import typing as tp
 from pathlib import Path
 
 PathLike = tp.Union[str, Path]
+
+_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+# Writers that do not pass errno on (libsndfile's "System error.", torch's "file write failed") are taken for a
+# full disk when their file system has less than this left once they fail.
+LOW_SPACE_BYTES = 1 << 20
+
+
+def human_bytes(n: tp.Optional[float]) -> str:
+    """``1536`` -> ``'1.5 KB'`` (powers of 1024, one decimal).
+
+    >>> human_bytes(0), human_bytes(1536), human_bytes(3 * 1024 ** 3)
+    ('0 B', '1.5 KB', '3.0 GB')
+    """
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"  # pragma: no cover
+
+
+def space(path: PathLike) -> tp.Tuple[Path, tp.Optional[int], tp.Optional[int]]:
+    """``(mount point, free bytes, total bytes)`` of the file system holding ``path`` (or its nearest existing
+    parent); ``None`` sizes when it cannot be read."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    mount = probe
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError:
+        return mount, None, None
+    return mount, usage.free, usage.total
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space; the message names the file, the file system, its free space and the need."""
+
+    def __init__(self, message: str, path: tp.Optional[PathLike] = None, free: tp.Optional[int] = None,
+                 needed: tp.Optional[int] = None) -> None:
+        super().__init__(errno.ENOSPC, message)
+        self.message, self.path, self.free, self.needed = message, path, free, needed
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tp.Any:  # picklable across processes with its fields
+        return (type(self), (self.message, self.path, self.free, self.needed))
+
+
+def disk_full(exc: BaseException, path: PathLike, *, needed: tp.Optional[int] = None,
+              written: tp.Optional[int] = None) -> tp.Optional[DiskFullError]:
+    """A :class:`DiskFullError` describing ``exc`` when it was a write to ``path`` failing for lack of space, else None.
+
+    Out of space means ``errno`` ENOSPC/EDQUOT (or their text) anywhere in the exception's chain, or, for writers
+    that hide errno (libsndfile, torch), an ``OSError``/``RuntimeError`` while the file system has less than
+    :data:`LOW_SPACE_BYTES` left. ``needed``: bytes the write needed, when known; ``written``: bytes it had
+    written when it failed (both said in the message).
+
+    Example:
+        >>> import tempfile
+        >>> str(disk_full(OSError(errno.ENOSPC, "No space left on device"), tempfile.gettempdir())).startswith("disk full")
+        True
+        >>> disk_full(ValueError("bad"), tempfile.gettempdir()) is None
+        True
+    """
+    if isinstance(exc, DiskFullError):
+        return exc
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return None
+    chain, seen = [], set()
+    current: tp.Optional[BaseException] = exc
+    while current is not None and id(current) not in seen and len(chain) < 16:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    said = any((isinstance(e, OSError) and e.errno in _FULL_ERRNOS) or any(t in str(e) for t in _FULL_TEXTS)
+               for e in chain)
+    mount, free, total = space(path)
+    if not said and (free is None or free >= LOW_SPACE_BYTES):
+        return None
+    message = (f"disk full: writing {path} failed: {mount} has {human_bytes(free)} free of {human_bytes(total)}"
+               + (f"; this needs about {human_bytes(needed)} more" if needed else "")
+               + (f"; it failed after {human_bytes(written)}" if written else "")
+               + f" ({type(exc).__name__}: {exc})")
+    return DiskFullError(message, path, free, needed)
+
+
+def _size(path: Path) -> tp.Optional[int]:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _failed(exc: BaseException, target: Path, tmp: Path) -> tp.Optional[DiskFullError]:
+    """Delete the temporary file; a :class:`DiskFullError` when the write failed for lack of space (measured
+    before the deletion gives the space back)."""
+    full = disk_full(exc, target, written=_size(tmp) or None) if isinstance(exc, Exception) else None
+    tmp.unlink(missing_ok=True)
+    return full
 
 
 def _create_temp(target: Path, permissions: tp.Optional[int]) -> tp.Tuple[int, Path]:
@@ -44,6 +156,11 @@ def _create_temp(target: Path, permissions: tp.Optional[int]) -> tp.Tuple[int, P
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
         except FileExistsError:  # pragma: no cover - 32 random bits taken by another writer
             continue
+        except OSError as exc:  # out of inodes, or a quota
+            full = disk_full(exc, target) if exc.errno in _FULL_ERRNOS else None
+            if full is not None:
+                raise full from exc
+            raise
         break
     if permissions is not None:
         try:
@@ -83,8 +200,10 @@ def atomic_path(target: PathLike, *, permissions: tp.Optional[int] = None) -> tp
         if permissions is not None:
             os.chmod(tmp, permissions)  # in case the writer replaced the file instead of writing into it
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        full = _failed(exc, target, tmp)
+        if full is not None:
+            raise full from exc
         raise
 
 
@@ -119,8 +238,10 @@ def atomic_open(target: PathLike, mode: str = "w", *, encoding: tp.Optional[str]
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        full = _failed(exc, target, tmp)
+        if full is not None:
+            raise full from exc
         raise
 
 

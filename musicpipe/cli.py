@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="plots and an HTML page of a training run: outputs/reports/<xp>/")
     p.add_argument("xp", help="XP signature")
     _add_workspace(p)
+    p.add_argument("--outputs", type=Path, default=None,
+                   help="the outputs folder the run used (its codec checks, samples); receives reports/<xp>/ "
+                        "(default <repo>/outputs)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("pipeline", help="run a chain of the numbered notebooks headless with papermill")
@@ -388,7 +391,7 @@ def _export(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from musicpipe import report
 
-    folder = report.write_report(args.xp, args.workspace)
+    folder = report.write_report(args.xp, args.workspace, _outputs(args))
     print(f"report: {folder / 'index.html'}")
     return 0
 
@@ -416,7 +419,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from musicpipe import dora, presets, procs, training
+    from musicpipe import atomic, dora, presets, procs, training
     from musicpipe.notebooks import NotebookError
     from musicpipe.fad import FADError
     from musicpipe.pipeline import PipelineError
@@ -424,9 +427,34 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (presets.PresetError, training.TrainingInputError, dora.DoraError, InputError, ValueError,
-            sources.SourceError, NotebookError, PipelineError, FADError, procs.BusyError) as exc:
+            sources.SourceError, NotebookError, PipelineError, FADError, procs.BusyError,
+            atomic.DiskFullError) as exc:
         print(f"musicpipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file the command could not read or write: one line naming it
+        if not exc.filename:
+            raise
+        print(f"musicpipe {args.command}: error: {file_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def file_error(exc: OSError) -> str:
+    """One line for an ``OSError`` that names its file, with what to do for the usual causes.
+
+    >>> import errno
+    >>> file_error(OSError(errno.EROFS, "Read-only file system", "/ws/data"))
+    '/ws/data: Read-only file system (the workspace must be writable: give --workspace or MUSICPIPE_WORKSPACE a writable folder)'
+    """
+    import errno
+
+    hints = {errno.EROFS: "the workspace must be writable: give --workspace or MUSICPIPE_WORKSPACE a writable folder",
+             errno.EACCES: "permission denied: check the owner and mode of the file or its folder",
+             errno.ENOENT: "no such file or folder"}
+    hint = hints.get(exc.errno)
+    text = f"{exc.filename}: {exc.strerror or exc}"
+    if exc.filename2:
+        text += f" (-> {exc.filename2})"
+    return text + (f" ({hint})" if hint and hint.lower() not in text.lower() else "")
 
 
 if __name__ == "__main__":

@@ -97,8 +97,7 @@ def combine_datasets(names: tp.Sequence[str], new_name: str, workspace: tp.Optio
     rates = {r.sample_rate for recs in records.values() for r in recs}
     if len(rates) > 1:
         raise CombineError(f"the datasets have different sample rates {sorted(rates)}: prepare them at one rate")
-    for split, recs in records.items():
-        manifests.write_manifest(recs, root / "egs" / split)
+    manifests.write_manifests(records, root / "egs")  # train and valid replaced as a unit
     config = manifests.write_dset_config(new_name, workspace, sample_rate=rates.pop() if rates else 32000)
     result = {"name": new_name, "train": len(records["train"]), "valid": len(records["valid"]),
               "sources": per_source, "dset_config": str(config)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, paths, presets, procs
+from musicpipe import atomic, audiocraft_env, paths, presets, procs
 from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
@@ -102,9 +103,27 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
     proc.wait()
     result = DoraRun(sig=sig, folder=folder, returncode=proc.returncode, output_tail="\n".join(tail))
     if proc.returncode != 0:
+        full = _disk_full(result.output_tail, folder)
+        if full is not None:
+            raise full
         raise DoraError(f"dora {' '.join(args)} exited with {proc.returncode} (xp {sig}, {folder}):\n"
                         + result.output_tail)
     return result
+
+
+def _disk_full(output: str, folder: Path) -> tp.Optional[atomic.DiskFullError]:
+    """A failed run whose output says the disk filled, as one :class:`~musicpipe.atomic.DiskFullError`."""
+    from musicpipe.dora_entry import disk_full
+
+    said = disk_full.message_from(output)
+    if said:
+        return atomic.DiskFullError(said, folder)
+    if any(text in output for text in ("No space left on device", "Disk quota exceeded")):
+        full = atomic.disk_full(OSError(errno.ENOSPC, "No space left on device"), folder)
+        if full is not None:
+            return atomic.DiskFullError(f"training stopped: {full}; free space and re-run the same command to "
+                                        "resume from the last checkpoint", folder, full.free)
+    return None
 
 
 def dora_main(workspace: tp.Optional[tp.Union[str, Path]] = None) -> tp.Any:

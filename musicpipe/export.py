@@ -99,10 +99,23 @@ def export_model(lm_sig: str, out_dir: tp.Union[str, Path], workspace: tp.Option
             "channels": cfg.get("channels"), "conditioners": lm.conditioners,
             "segment_duration": cfg.get("dataset", {}).get("segment_duration"),
             "dataset": lm.dataset, "conditioning": lm.record.get("conditioning"),
-            "init_from": lm.record.get("init_from")}
+            "init_from": lm.record.get("init_from"), "genres": _genres(lm)}
     atomic.write_json(out / "musicpipe.json", info, indent=1)
     logger.info("exported LM %s with codec %s to %s", lm_sig, codec_sig, out)
     return out
+
+
+def _genres(lm: XP) -> tp.Optional[tp.List[str]]:
+    """The genres a genre-conditioned LM trained on (what ``generate`` checks prompts against), else None."""
+    if "genre" not in (lm.conditioners or []):
+        return None
+    from musicpipe import manifests
+
+    try:
+        return manifests.known_genres(manifests.read_manifest(lm.egs_dir("train")[1]))
+    except (OSError, ValueError) as exc:
+        logger.warning("LM %s: its genres are not recorded in the export (%s)", lm.name, exc)
+        return None
 
 
 def publish_checkpoints(sig: str, workspace: tp.Optional[tp.Union[str, Path]] = None,

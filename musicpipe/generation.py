@@ -11,10 +11,11 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import typing as tp
 from pathlib import Path
 
-from musicpipe import atomic, audiocraft_env, dora
+from musicpipe import atomic, audiocraft_env, dora, manifests
 from musicpipe.audio import stream_mono
 from musicpipe.export import ExportError
 from musicpipe.xp import CODEC_FILE, LM_FILE, XP
@@ -184,6 +185,54 @@ def generate(sig: tp.Optional[str] = None, workspace: tp.Optional[tp.Union[str, 
     return model.generate_audio(tokens).cpu()
 
 
+def prompt_warnings(conditioners: tp.Collection[str], genres: tp.Optional[tp.Sequence[str]] = None,
+                    descriptions: tp.Optional[tp.Sequence[str]] = None,
+                    known: tp.Optional[tp.Sequence[str]] = None) -> tp.List[str]:
+    """What a user should hear before generating with prompts this LM cannot use (one line each).
+
+    ``conditioners``: the LM's (``genre``, ``description``, ...); ``known``: the genres it trained on, when known.
+
+    >>> prompt_warnings({"genre"}, genres=["Rock", "polka"], known=["jazz", "rock"])
+    ["genre 'polka' was never seen in training: the LM gives it an untrained embedding; it knows: jazz, rock"]
+    >>> prompt_warnings({"genre"}, descriptions=["calm piano"], known=["jazz"])
+    ['this LM is conditioned on genre, not text: --description is ignored (an unconditional sample); use --genre (it knows: jazz)']
+    """
+    out = []
+    names = sorted(conditioners)
+    kinds = ", ".join(names) or "nothing (unconditional)"
+    if descriptions and "description" not in conditioners:
+        out.append(f"this LM is conditioned on {kinds}, not text: --description is ignored (an unconditional sample)"
+                   + ("; use --genre" + (f" (it knows: {', '.join(known)})" if known else "")
+                      if "genre" in conditioners else ""))
+    if genres and "genre" not in conditioners:
+        out.append(f"this LM is conditioned on {kinds}, not genre: --genre is ignored"
+                   + ("; use --description" if "description" in conditioners else ""))
+    if genres and "genre" in conditioners and known:
+        unseen = sorted({g for g in genres if manifests.keyword(g) not in set(known)})
+        if unseen:
+            out.append(f"genre{'s' if len(unseen) > 1 else ''} {', '.join(repr(g) for g in unseen)} "
+                       f"{'were' if len(unseen) > 1 else 'was'} never seen in training: the LM gives "
+                       f"{'them' if len(unseen) > 1 else 'it'} an untrained embedding; it knows: {', '.join(known)}")
+    return out
+
+
+def _known_genres_of(sig: tp.Optional[str], export_dir: tp.Optional[tp.Union[str, Path]],
+                     workspace: tp.Optional[tp.Union[str, Path]]) -> tp.Optional[tp.List[str]]:
+    """The genres an LM trained on: an export's ``musicpipe.json``, else the XP's train manifest's sidecars."""
+    import json
+
+    if export_dir is not None:
+        try:
+            return json.loads((Path(export_dir) / "musicpipe.json").read_text(encoding="utf-8")).get("genres")
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:
+        _, egs = XP.resolve(sig, workspace, kind="lm").egs_dir("train")
+        return manifests.known_genres(manifests.read_manifest(egs))
+    except (OSError, ValueError):
+        return None
+
+
 def write_samples(wav: tp.Any, sample_rate: int, out_dir: Path, labels: tp.Sequence[str]) -> tp.List[Path]:
     """Peak-normalised 16-bit WAVs ``sample_<k>_<label>.wav``, each written under a temp name first."""
     import numpy as np
@@ -212,10 +261,19 @@ def generate_to_folder(out_dir: tp.Union[str, Path], *, sig: tp.Optional[str] = 
     """Generate from an XP signature or an export folder into ``out_dir``: WAVs + ``settings.json``."""
     if (sig is None) == (export_dir is None):
         raise ValueError("give exactly one of an XP signature or an export folder")
+    if not num_samples >= 1:
+        raise ValueError(f"the number of samples must be at least 1, got {num_samples}")
+    if not (duration > 0 and math.isfinite(duration)):
+        raise ValueError(f"the duration must be a positive number of seconds, got {duration}")
     if export_dir is not None:
         model = load_exported(export_dir, device)
     else:
         model = load_musicgen(sig, workspace, device)
+    conditioners = set(getattr(model.lm.condition_provider, "conditioners", {}) or {})
+    if genres or descriptions:
+        known = _known_genres_of(sig, export_dir, workspace) if "genre" in conditioners else None
+        for warning in prompt_warnings(conditioners, genres, descriptions, known):
+            logger.warning("%s", warning)
     prompt = prompt_sr = None
     if prompt_audio is not None:
         import numpy as np

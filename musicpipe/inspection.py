@@ -124,6 +124,10 @@ def format_inspection(d: tp.Mapping[str, tp.Any]) -> str:
     if not d.get("exists"):
         return f"dataset {d['name']}: not prepared (no {d['dataset_dir']})"
     st = d["stages"]
+    if not any(m["exists"] for m in d["manifests"].values()):
+        return (f"dataset {d['name']}: {d['dataset_dir']}: manifests missing (no egs/train or egs/valid data.jsonl): "
+                f"its prepare or combine did not finish ({st['converted_tracks']} converted tracks, "
+                f"{st['segment_files']} segment files on disk); re-run it")
     lines = [f"dataset {d['name']}: {d['dataset_dir']}",
              f"  stages: {st['source_inputs'] if st['source_inputs'] is not None else '?'} source inputs -> "
              f"{st['converted_tracks']} converted tracks ({st['quarantined']} quarantined) -> "
@@ -149,6 +153,9 @@ def format_inspection(d: tp.Mapping[str, tp.Any]) -> str:
                 lines.append(f"    {lo:6.1f}-{hi:<6.1f} s {c:7d} {'#' * max(1, round(30 * c / peak))}")
     for side in SPLITS:
         m = d["manifests"][side]
+        if not m["exists"]:  # a prepare or combine that never finished: not an empty split
+            lines.append(f"  {side}: manifest missing ({m['path']}): prepare or combine did not finish; re-run it")
+            continue
         lines.append(f"  {side}: {m['lines']} segments, {m['hours']:.3f} h, {m['path']}"
                      + (f"; {m['missing_files']} missing files" if m["missing_files"] else "")
                      + (f"; {m['missing_sidecars']} missing sidecars" if m["missing_sidecars"] else ""))

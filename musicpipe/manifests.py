@@ -44,9 +44,82 @@ class AudioRecord:
 
 
 def write_manifest(records: tp.Iterable[AudioRecord], egs_dir: tp.Union[str, Path]) -> Path:
-    """Write ``<egs_dir>/data.jsonl`` sorted by path (a re-run gives identical bytes)."""
+    """Write ``<egs_dir>/data.jsonl`` sorted by path (a re-run gives identical bytes). A dataset's train/valid
+    pair goes through :func:`write_manifests`, which replaces both as a unit."""
+    return atomic.write_text(Path(egs_dir) / "data.jsonl", manifest_text(records))
+
+
+GENERATIONS = ".egs"  # beside egs/: one folder per version of the train/valid pair, egs -> .egs/<version>
+SPLITS = ("train", "valid")
+
+
+def manifest_text(records: tp.Iterable[AudioRecord]) -> str:
+    """``data.jsonl``'s content: one JSON object per line, sorted by path (a re-run gives identical bytes)."""
     lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in sorted(records, key=lambda r: r.path)]
-    return atomic.write_text(Path(egs_dir) / "data.jsonl", "".join(line + "\n" for line in lines))
+    return "".join(line + "\n" for line in lines)
+
+
+def write_manifests(records: tp.Mapping[str, tp.Iterable[AudioRecord]], egs: tp.Union[str, Path]) -> Path:
+    """Replace a dataset's train and valid manifests as one unit: a reader sees the old pair or the new, never
+    a new train with an old valid.
+
+    ``egs`` (``<dataset>/egs``, what dset configs and every reader name) is a symbolic link to
+    ``<dataset>/.egs/<version>/``, a folder holding both ``<split>/data.jsonl``; the version is a hash of their
+    content. The new version's folder is written complete first, then the link is repointed in one rename. The
+    previous version is kept (a reader may be in it), older ones are deleted. Unchanged content rewrites
+    nothing. An ``egs`` folder of the earlier layout is moved into ``.egs/`` before the link replaces it.
+
+    Example:
+        >>> import os, tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> rec = AudioRecord(path="/ws/a.wav", duration=10.0, sample_rate=32000)
+        >>> _ = write_manifests({"train": [rec], "valid": []}, root / "egs")
+        >>> os.readlink(root / "egs").startswith(".egs/"), [len(read_manifest(root / "egs" / s)) for s in SPLITS]
+        (True, [1, 0])
+    """
+    import hashlib
+    import os
+    import secrets
+    import shutil
+
+    egs = Path(egs)
+    texts = {split: manifest_text(records.get(split, ())) for split in SPLITS}
+    version = hashlib.blake2b("\0".join(texts[s] for s in SPLITS).encode("utf-8"), digest_size=6).hexdigest()
+    store = egs.parent / GENERATIONS
+    target = store / version
+    relative = f"{GENERATIONS}/{version}"
+    previous = os.readlink(egs) if egs.is_symlink() else None
+    if not (target.is_dir() and all((target / s / "data.jsonl").is_file()
+                                    and (target / s / "data.jsonl").read_text(encoding="utf-8") == texts[s]
+                                    for s in SPLITS)):
+        staging = store / f".{version}.{secrets.token_hex(4)}.tmp"
+        try:
+            for split in SPLITS:
+                atomic.write_text(staging / split / "data.jsonl", texts[split])
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    if previous != relative:
+        if egs.exists() and not egs.is_symlink():  # the earlier layout: a real folder
+            os.replace(egs, store / f"legacy-{secrets.token_hex(4)}")
+        atomic.symlink(egs, relative, target_is_directory=True)
+    keep = {version, Path(previous).name if previous else None}
+    for old in store.iterdir():  # older versions; staging folders of writers killed more than an hour ago
+        if old.name not in keep and (not old.name.startswith(".") or _age(old) > 3600):
+            shutil.rmtree(old, ignore_errors=True)
+    return egs
+
+
+def _age(path: Path) -> float:
+    import time
+
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def read_manifest(egs_dir: tp.Union[str, Path]) -> tp.List[AudioRecord]:
@@ -71,6 +144,27 @@ def read_nonempty_manifest(egs_dir: tp.Union[str, Path]) -> tp.List[AudioRecord]
     if not records:
         raise ManifestError(f"{manifest}: empty, lists no audio file")
     return records
+
+
+def keyword(value: tp.Optional[str]) -> tp.Optional[str]:
+    """AudioCraft's genre normalisation (``info_audio_dataset.get_keyword``): stripped, lower case."""
+    return value.strip().lower() or None if isinstance(value, str) and value not in ("", "None") else None
+
+
+def known_genres(records: tp.Iterable[tp.Any]) -> tp.List[str]:
+    """The genres (normalised as training saw them) in the sidecars of manifest ``records``; unreadable ones skipped."""
+    import json
+
+    found = set()
+    for rec in records:
+        try:
+            info = json.loads(Path(rec.path).with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        genre = keyword(info.get("genre")) if isinstance(info, dict) else None
+        if genre:
+            found.add(genre)
+    return sorted(found)
 
 
 def sidecar(**fields: tp.Any) -> tp.Dict[str, tp.Any]:

@@ -58,6 +58,8 @@ from musicpipe import split as split_mod
 
 logger = logging.getLogger(__name__)
 
+DISK_FULL = "disk_full"  # a worker's result status: the write failed for lack of space (the run stops)
+
 PathLike = tp.Union[str, Path]
 PREPARE_VERSION = 1          # bump when the conversion changes: every marker then mismatches and is redone
 MARKER = ".done.json"
@@ -429,13 +431,34 @@ def _process_track(job: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     try:
         result = _convert(job)
         atomic.write_json(track_dir / MARKER, result, ensure_ascii=False, indent=1)
-    except Exception as e:  # one bad file never stops the run
+    except Exception as e:  # one bad file never stops the run; a full disk stops it (not the file's fault)
         logger.debug("%s failed", track.path, exc_info=True)
         with contextlib.suppress(OSError):
             _wipe(track_dir)
+        full = atomic.disk_full(e, track_dir)
+        if full is not None:
+            return {"version": PREPARE_VERSION, "track_id": track.track_id, "file": str(track.path),
+                    "status": DISK_FULL, "reason": str(full), "free": full.free, "segments": [], "warnings": []}
         return {"version": PREPARE_VERSION, "track_id": track.track_id, "file": str(track.path), "status": "error",
                 "reason_code": "error", "reason": f"error: {type(e).__name__}: {e}", "segments": [], "warnings": []}
     return result
+
+
+def _disk_full_stop(name: str, root: Path, result: tp.Mapping[str, tp.Any],
+                    results: tp.Mapping[str, tp.Mapping[str, tp.Any]], total: int) -> atomic.DiskFullError:
+    """The error that stops a prepare whose disk filled: what filled, what is left, about how much it needs."""
+    sizes = [sum(size for _f, _d, size in r["segments"]) for r in results.values() if r["status"] == "ok"]
+    left = total - len(results)
+    needed = int(sum(sizes) / len(sizes) * left) if sizes else None
+    mount, free, _total = atomic.space(root)
+    return atomic.DiskFullError(
+        f"prepare {name}: stopped, the disk is full ({mount}: {atomic.human_bytes(free)} free; "
+        f"{left} of {total} tracks not converted"
+        + (f", about {atomic.human_bytes(needed)} more needed at {atomic.human_bytes(needed / left)} per track"
+           if needed else "")
+        + f"). The {len(results)} tracks done are kept and nothing was quarantined for this: free space and "
+          f"re-run prepare to convert the rest. First failure: {result['file']}: {result['reason']}",
+        root, free, needed)
 
 
 def _crashed(job: tp.Dict[str, tp.Any], why: str) -> tp.Dict[str, tp.Any]:
@@ -734,6 +757,8 @@ def prepare_tracks(tracks: tp.Sequence[TrackInput], name: str, workspace: tp.Opt
                          "meta_fp": meta_fp})
 
         def on_result(job: tp.Dict[str, tp.Any], result: tp.Dict[str, tp.Any]) -> None:
+            if result["status"] == DISK_FULL:  # stop: nothing quarantined for it, converted tracks kept
+                raise _disk_full_stop(name, root, result, results, len(tracks))
             results[job["track"].track_id] = _compact(result)
             run["processed"] += 1
             run["decoded_audio_seconds"] += result.get("decoded_seconds") or 0.0
@@ -792,9 +817,7 @@ def _finish(name: str, ws: Path, root: Path, tracks: tp.List[TrackInput], by_id:
             records[side].append(manifests.AudioRecord(path=path, duration=duration, sample_rate=config.sample_rate))
             sides[side].append({"track_id": tid, "artist": by_id[tid].artist, "audio_hash": ok[tid].get("audio_hash")})
     split_mod.check_no_leak(sides["train"], sides["valid"], check_artists=split_info["method_used"] == "artist")
-    egs = root / "egs"
-    for side in ("train", "valid"):
-        manifests.write_manifest(records[side], egs / side)
+    manifests.write_manifests(records, root / "egs")  # train and valid replaced as a unit
     if not records["valid"]:
         logger.warning("prepare %s: the valid split is empty; AudioCraft needs valid data to train", name)
     dset_config = None

@@ -57,3 +57,23 @@ def demo_data(workspace: Path) -> dict:
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where training publishes `Checkpoints Small/<sig>/` during the tests (not the repo's outputs/)."""
     return tmp_path_factory.mktemp("outputs")
+
+
+def read_only_view(folder: Path, tmp_path: Path) -> Path:
+    """``folder`` seen through a read-only bind mount (root) or with its write bits removed (other users).
+
+    The caller unmounts it (``umount <returned path>``) when it differs from ``folder``.
+    """
+    if os.geteuid() != 0:
+        for p in [folder, *folder.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o555)
+        return folder
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    for cmd in (["mount", "--bind", str(folder), str(ro)], ["mount", "-o", "remount,bind,ro", str(ro)]):
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            subprocess.run(["umount", str(ro)], capture_output=True)
+            pytest.skip(f"cannot make a read-only mount here ({' '.join(cmd)}: {res.stderr.strip()})")
+    return ro

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 import training_checks.preflight as pf
-from conftest import run_cli
+from conftest import read_only_view, run_cli
 from musicpipe import datacheck, manifests, paths, training
 from musicpipe.prepare import PrepareConfig
 from musicpipe.sources import synthetic
@@ -144,26 +144,9 @@ def test_preflight_truncated_codec_checkpoint(ws: Path) -> None:
     assert report.get("codec").message.startswith(f"codec XP {sig}: {ckpt}: truncated or corrupt")
 
 
-def _read_only(ws: Path, tmp_path: Path) -> Path:
-    """``ws`` seen through a read-only bind mount (root) or with its write bits removed (other users)."""
-    if os.geteuid() != 0:
-        for p in [ws, *ws.rglob("*")]:
-            if p.is_dir():
-                p.chmod(0o555)
-        return ws
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    for cmd in (["mount", "--bind", str(ws), str(ro)], ["mount", "-o", "remount,bind,ro", str(ro)]):
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            subprocess.run(["umount", str(ro)], capture_output=True)
-            pytest.skip(f"cannot make a read-only mount here ({' '.join(cmd)}: {res.stderr.strip()})")
-    return ro
-
-
 def test_preflight_read_only_workspace(ws: Path, tmp_path: Path) -> None:
     assert pf.run_preflight(NAME, workspace=ws).get("workspace").status == pf.PASS
-    ro = _read_only(ws, tmp_path)
+    ro = read_only_view(ws, tmp_path)
     try:
         report = pf.run_preflight(NAME, workspace=ro)
         check = report.get("workspace")

@@ -416,13 +416,13 @@ def test_a_worker_failing_mid_track_is_reported_and_finished_by_the_next_run(sma
         if path.parent.name == "t2":
             calls["n"] += 1
             if calls["n"] == 2:
-                raise OSError("No space left on device (simulated)")
+                raise OSError(5, "Input/output error (simulated)")  # a full disk stops the run instead (test_disk_full)
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(prepare, "_write_segment", failing)
     broken = prepare_tracks(tracks, "crash", ws, cfg, progress=False)
     failed = {q["track_id"]: q for q in broken["quarantined"]}
-    assert failed["t2"]["reason_code"] == "error" and "No space left" in failed["t2"]["reason"]
+    assert failed["t2"]["reason_code"] == "error" and "Input/output error" in failed["t2"]["reason"]
     assert failed["t2"]["file"].endswith("t2.mp3")
     assert broken["counts"]["converted_tracks"] == 5
     egs = ws / "data" / "crash" / "egs"

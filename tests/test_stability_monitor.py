@@ -367,22 +367,25 @@ def test_log_append_read_and_cli(tmp_path, capsys):
         sm.append_record(folder, mon.end_epoch().to_dict())
     sm.append_record(folder, {**mon.end_epoch().to_dict(), "verdict": "ok", "nan_steps": 0})  # epoch 2 redone
     lines = (folder / "stability.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 2]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # each epoch once: the redone epoch 2 replaced
     records = sm.read_log(folder)
-    assert [r["verdict"] for r in sm.latest_per_epoch(records)] == ["warning", "ok"]  # 1 of 2 steps > 0.3
+    assert [r["verdict"] for r in records] == ["warning", "ok"]  # 1 of 2 steps > 0.3
+    assert [(r["epoch"], r["verdict"]) for r in sm.read_superseded(folder)] == [(2, "diverged")]  # kept aside
 
     assert sm.main(["--xp", str(folder)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["epoch", "steps", "nan", "inf_grad", "scaler_skip", "lr_scale", "min_lr", "max_lr",
                               "verdict"]
     assert out[1].split() == ["1", "2", "0", "1", "0", "0.5000", "1.00e-03", "1.00e-03", "warning"]
-    assert out[2].split()[0] == "2" and out[2].split()[-1] == "diverged"
+    assert out[2].split()[0] == "2" and out[2].split()[-1] == "ok"
+    assert any(line.startswith("earlier attempts of epoch(s) [2]") for line in out)
+    assert any(line.split()[:1] == ["2"] and line.split()[-1] == "diverged" for line in out)
     assert any(line.startswith("training diverged in epoch 2: 1 of the epoch's 2 planned steps") for line in out)
     assert any(line.startswith("epoch 1: 1 of 2 steps had non-finite gradients") for line in out)
     assert out[-1] == ("stability_monitor: 0123abcd: 2 epoch(s), 0 NaN-loss step(s), 1 inf-gradient step(s), "
                        "0 GradScaler skip(s), lr_scale 0.125 at the end: ok")
     assert sm.main(["--xp", str(folder), "--json"]) == 0
-    assert [json.loads(line)["epoch"] for line in capsys.readouterr().out.splitlines()[:-1]] == [1, 2, 2]
+    assert [json.loads(line)["epoch"] for line in capsys.readouterr().out.splitlines()[:-1]] == [1, 2]
 
     empty = tmp_path / "xps" / "fedcba98"
     empty.mkdir()

@@ -592,7 +592,7 @@ def parse_log(text: str, source: str = LOG_NAME) -> tp.List[tp.Dict[str, tp.Any]
 
 
 def read_log(folder: PathLike) -> tp.List[tp.Dict[str, tp.Any]]:
-    """All records of ``<folder>/stability.jsonl``, in file order (a re-run epoch appears again, later)."""
+    """All records of ``<folder>/stability.jsonl``, in file order (each epoch once: see :func:`append_record`)."""
     path = log_path(folder)
     try:
         text = path.read_text(encoding="utf-8")
@@ -603,7 +603,7 @@ def read_log(folder: PathLike) -> tp.List[tp.Dict[str, tp.Any]]:
 
 
 def latest_per_epoch(records: tp.Iterable[tp.Mapping[str, tp.Any]]) -> tp.List[tp.Dict[str, tp.Any]]:
-    """The last record of each epoch, by epoch (a resumed run appends the epoch it redid).
+    """The last record of each epoch, by epoch (logs written before epochs were replaced may repeat one).
 
     Example:
         >>> [r["verdict"] for r in latest_per_epoch([{"epoch": 2, "verdict": "diverged"}, {"epoch": 1, "verdict": "ok"},
@@ -616,14 +616,53 @@ def latest_per_epoch(records: tp.Iterable[tp.Mapping[str, tp.Any]]) -> tp.List[t
     return [last[e] for e in sorted(last)]
 
 
+SUPERSEDED_NAME = "stability_superseded.jsonl"  # beside stability.jsonl: epochs' earlier attempts
+
+
 def append_record(folder: PathLike, record: tp.Mapping[str, tp.Any]) -> Path:
-    """Append one JSON line to ``<folder>/stability.jsonl`` (the file is rewritten atomically)."""
+    """Append epoch N's JSON line to ``<folder>/stability.jsonl`` (the file is rewritten atomically).
+
+    Records of epoch N or later already there come from a run stopped (killed, or failed by the monitor) before
+    their checkpoint was saved; the resumed run trains those epochs again. They move to
+    ``stability_superseded.jsonl`` beside it, so the log holds each epoch once, in order, and no attempt is lost.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> for e in (1, 2, 1, 2, 3):  # stopped after epoch 2's record, before any checkpoint: resumed at 1
+        ...     _ = append_record(d, {"epoch": e})
+        >>> [r["epoch"] for r in read_log(d)], [r["epoch"] for r in read_superseded(d)]
+        ([1, 2, 3], [1, 2])
+    """
     path = log_path(folder)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
+    epoch = record.get("epoch")
+    kept, moved = [], []
+    for line in (x for x in old.splitlines() if x.strip()):
+        try:
+            earlier = int(json.loads(line).get("epoch"))
+        except (ValueError, TypeError, AttributeError):
+            earlier = None  # an unreadable line stays for read_log to report
+        (kept if epoch is None or earlier is None or earlier < int(epoch) else moved).append(line)
+    if moved:
+        side = Path(folder) / SUPERSEDED_NAME
+        before = side.read_text(encoding="utf-8") if side.exists() else ""
+        atomic.write_text(side, before + ("" if not before or before.endswith("\n") else "\n")
+                          + "".join(m + "\n" for m in moved))
+        logger.info("%s: epoch(s) %s trained again; the earlier record(s) moved to %s", path,
+                    [json.loads(m).get("epoch") for m in moved], side)
     line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, default=_json_default)
-    return atomic.write_text(path, old + line + "\n")
+    return atomic.write_text(path, "".join(k + "\n" for k in kept) + line + "\n")
+
+
+def read_superseded(folder: PathLike) -> tp.List[tp.Dict[str, tp.Any]]:
+    """Earlier attempts of epochs that were trained again (``stability_superseded.jsonl``; [] when none)."""
+    path = Path(folder) / SUPERSEDED_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return parse_log(text, str(path))
 
 
 def _json_default(value: tp.Any) -> tp.Any:
@@ -720,6 +759,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     except StabilityLogError as e:
         print(f"stability_monitor: error: {e}", file=sys.stderr)
         return 1
+    earlier = read_superseded(folder)
     if args.json:
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
@@ -728,6 +768,13 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         for record in records:
             if record.get("reason"):
                 print(record["reason"])
+        if earlier:
+            print(f"earlier attempts of epoch(s) {sorted({int(r['epoch']) for r in earlier})} (stopped before their "
+                  f"checkpoint, then trained again), from {folder / SUPERSEDED_NAME}:")
+            print(format_log(earlier))
+            for record in earlier:
+                if record.get("reason"):
+                    print(record["reason"])
     print(summary_line(sig, records))
     return 0
 

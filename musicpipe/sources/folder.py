@@ -122,12 +122,24 @@ def _nfc(text: str) -> str:
 
 
 def _read_csv(path: PathLike) -> tp.List[tp.Dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [(c or "").strip().lower() for c in (reader.fieldnames or [])]
-        if "path" not in fields and "file" not in fields:
-            raise ValueError(f"{path}: the metadata CSV needs a 'path' or 'file' column; it has {fields}")
-        return [{(k or "").strip().lower(): (v or "") for k, v in row.items() if k is not None} for row in reader]
+    """The metadata CSV's rows (lower-cased column names); :class:`SourceError` naming the file when it is missing,
+    not UTF-8 or not CSV."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [(c or "").strip().lower() for c in (reader.fieldnames or [])]
+            if "path" not in fields and "file" not in fields:
+                raise ValueError(f"{path}: the metadata CSV needs a 'path' or 'file' column; it has {fields}")
+            return [{(k or "").strip().lower(): (v or "") for k, v in row.items() if k is not None} for row in reader]
+    except FileNotFoundError:
+        raise SourceError(f"{path}: the metadata CSV (--metadata-csv) does not exist") from None
+    except IsADirectoryError:
+        raise SourceError(f"{path}: the metadata CSV (--metadata-csv) is a folder, not a file") from None
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: the metadata CSV is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+    except csv.Error as e:
+        raise SourceError(f"{path}: not a readable CSV ({e})") from None
 
 
 def _sidecar_for(file: Path) -> tp.Optional[Path]:
@@ -271,7 +283,7 @@ def prepare_folder(input_dir: PathLike, name: str, workspace: tp.Optional[PathLi
     before = json.dumps(cache, sort_keys=True)
     tracks = scan_folder(root, metadata_csv=metadata_csv, progress=progress, tags_cache=cache)
     if not tracks:
-        raise FileNotFoundError(f"{input_dir}: no audio files ({', '.join(EXTENSIONS)})")
+        raise SourceError(f"{input_dir}: no audio files ({', '.join(EXTENSIONS)}) in it or its subfolders")
     report = prepare_tracks(tracks, name, workspace, config, force=force, progress=progress)
     listed = {str(t.path) for t in tracks}
     cache = {k: v for k, v in cache.items() if k in listed}  # the files of this scan only

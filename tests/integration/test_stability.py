@@ -151,7 +151,9 @@ def test_lm_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(workspace,
     run = training.train_lm("demo_cpu", codec.sig, "synthetic_demo", workspace, **args)
     assert run.folder == folder and len(run.history()) == 2
     records = _records(folder)
-    assert [(r["epoch"], r["verdict"]) for r in records] == [(1, "ok"), (2, "diverged"), (2, "ok")]
+    assert [(r["epoch"], r["verdict"]) for r in records] == [(1, "ok"), (2, "ok")]  # each epoch once
+    superseded = [json.loads(line) for line in (folder / "stability_superseded.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["verdict"]) for r in superseded] == [(2, "diverged")]
     assert records[-1]["min_lr"] == records[-1]["max_lr"] == pytest.approx(5e-4)
     _assert_finite_checkpoint(folder / "checkpoint_2.th", epochs=2)
 
