@@ -31,7 +31,8 @@ def _prepare(src: Path, ws: Path, *, kill: bool = False) -> subprocess.Completed
     args = ["prepare", "folder", "--input", str(src), "--name", "pair", "--workspace", str(ws), "--num-jobs", "1",
             "--split", "track", "--valid-share", "0.3"]
     cmd = [sys.executable, "-c", KILL_AFTER_TRAIN, *args] if kill else [sys.executable, "-m", "musicpipe", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "MUSICPIPE_WORKSPACE": str(ws)})
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "MUSICPIPE_WORKSPACE": str(ws)})
 
 
 def _pair(egs: Path) -> tuple:

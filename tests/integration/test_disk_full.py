@@ -114,3 +114,30 @@ def test_disk_full_classification_names_the_file_system_and_the_need(tmp_path):
     # a writer that hides errno (libsndfile) on a disk with plenty of room is not a full disk
     assert atomic.disk_full(RuntimeError("System error."), tmp_path) is None
     assert atomic.disk_full(ValueError("No space left on device"), tmp_path) is None
+
+
+def test_export_and_token_cache_on_a_full_disk_say_so_in_one_line_and_leave_no_partial_file(
+        workspace, demo_data, codec, lm_none, tmp_path, tmpfs):
+    out = tmpfs(tmp_path / "export", 64 * 1024)
+    res = run_cli("export", lm_none.sig, "--out", str(out), "--workspace", str(workspace))
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("musicpipe export: error: disk full: writing ") and str(out) in last, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert not [p.name for p in out.rglob("*") if p.name.endswith(".tmp")]
+    tmpfs.resize(out, 256 * 1024 * 1024)
+    res = run_cli("export", lm_none.sig, "--out", str(out), "--workspace", str(workspace))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((out / "musicpipe.json").read_text())["lm_xp"] == lm_none.sig
+
+    tokens = tmpfs(paths.dataset_dir("synthetic_demo", workspace) / "tokens", 8 * 1024)
+    res = run_cli("cache-tokens", "--codec", codec.sig, "--dataset", "synthetic_demo", "--workspace", str(workspace))
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("musicpipe cache-tokens: error: disk full: writing ") and str(tokens) in last, \
+        res.stderr[-2000:]
+    assert not [p.name for p in tokens.rglob("*") if p.name.endswith(".tmp")]
+    tmpfs.resize(tokens, 64 * 1024 * 1024)
+    res = run_cli("cache-tokens", "--codec", codec.sig, "--dataset", "synthetic_demo", "--workspace", str(workspace))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list(tokens.glob("*/COMPLETE.json"))
