@@ -18,7 +18,7 @@ import os
 import typing as tp
 from pathlib import Path
 
-from musicpipe import atomic, manifests, paths
+from musicpipe import atomic, manifests, paths, procs
 from musicpipe.split import check_no_leak
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,13 @@ def combine_datasets(names: tp.Sequence[str], new_name: str, workspace: tp.Optio
     if new_name in names:
         raise CombineError(f"the combined dataset {new_name!r} cannot also be one of its sources")
     root = paths.dataset_dir(new_name, workspace)
+    # the lock prepare takes: one writer of a dataset's manifests at a time
+    with procs.exclusive(root / ".prepare.lock", f"dataset {new_name} (another prepare or combine)"):
+        return _combine(names, new_name, workspace, root, check_artists)
+
+
+def _combine(names: tp.Sequence[str], new_name: str, workspace: tp.Optional[tp.Union[str, Path]], root: Path,
+             check_artists: bool) -> tp.Dict[str, tp.Any]:
     records: tp.Dict[str, tp.List[manifests.AudioRecord]] = {"train": [], "valid": []}
     seen: tp.Dict[str, str] = {}
     per_source: tp.Dict[str, tp.Dict[str, int]] = {}

@@ -57,3 +57,16 @@ def test_combine_refuses_a_leak_and_an_unprepared_source(two_datasets):
         combine.combine_datasets(["set_a", "set_b"], "leaky", ws)
     with pytest.raises(combine.CombineError, match="prepare 'nope' first"):
         combine.combine_datasets(["set_a", "nope"], "x", ws)
+
+
+def test_combine_takes_the_dataset_lock_prepare_takes(two_datasets):
+    from musicpipe import procs
+
+    ws = two_datasets
+    root = ws / "data" / "all_files"
+    with procs.exclusive(root / ".prepare.lock", "a prepare in another terminal"):
+        with pytest.raises(procs.BusyError, match=r"dataset all_files \(another prepare or combine\) is in use by "
+                                                  rf"another process \(PID {os.getpid()}"):
+            combine.combine_datasets(["set_a", "set_b"], "all_files", ws)
+    assert not (root / "egs").exists()  # nothing written by the side that lost
+    assert combine.combine_datasets(["set_a", "set_b"], "all_files", ws)["train"] > 0
