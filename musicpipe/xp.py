@@ -178,9 +178,9 @@ class XP:
         if kind is not None and xp.kind != kind:
             if not xp.is_export and xp.solver is None:
                 xp.config  # raises XPError with the reason (missing or unreadable config)
-            what = {"codec": "a codec", "lm": "an LM"}.get(xp.kind or "", "an XP")
-            raise XPError(f"{xp.name}: solver {xp.solver!r}, not {_KIND_WORDS[kind]} XP (it is {what}"
-                          + ("; give an LM trained on it" if kind == "lm" and xp.kind == "codec" else "") + ")")
+            raise XPError(f"{xp.name}: solver {xp.solver!r}, not {_KIND_WORDS[kind]} XP"
+                          + ("; it is a codec: give an LM trained on it" if kind == "lm" and xp.kind == "codec"
+                             else ""))
         return xp
 
     @classmethod
