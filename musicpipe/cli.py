@@ -158,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-epochs", action="store_true", help="every epoch with a per-epoch checkpoint")
     p.add_argument("--num-clips", type=int, default=16, help="generated clips, and real crops (default 16)")
     p.add_argument("--duration", type=float, default=None, help="seconds per clip (default: the LM's segment, <= 10)")
-    p.add_argument("--embedding", choices=["codec", "vggish"], default="codec",
-                   help="codec: the LM's codec's encoder latents (offline); vggish: needs its weights")
+    p.add_argument("--embedding", choices=["mel", "codec", "vggish"], default="mel",
+                   help="mel: log-mel frames (default; no weights, comparable across codecs); codec: the LM's "
+                        "codec's encoder latents; vggish: needs its weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--outputs", type=Path, default=None, help="receives evaluate/<xp>/epoch_<N>/ (default outputs/)")

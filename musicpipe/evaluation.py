@@ -7,9 +7,12 @@ valid segment it is compared with), take the same number of real valid crops, an
 - ``codec_floor``: FAD(codec reconstructions of the real crops, real): the codec's own distortion; an LM
   decoding through that codec cannot be expected to go below it;
 - ``real_vs_real``: FAD between the two halves of the real crops (split by source file): sampling noise at
-  this set size; differences between runs smaller than it mean little.
+  this set size; differences between runs smaller than it mean little;
+- ``noise``: FAD(white noise at each real crop's loudness, real): the ceiling. A codec floor above it means the
+  codec does not reconstruct music yet (a warning says so); an LM above it produces nothing music-like.
 
-Embeddings are the LM's own codec's encoder latents by default (:mod:`musicpipe.fad`). Results go to
+Embeddings are log-mel frames by default (``mel``), or the LM's own codec's encoder latents (``codec``), or VGGish
+(:mod:`musicpipe.fad`). Results go to
 ``<xp>/fad.json`` (keyed by epoch; :attr:`musicpipe.xp.XP.fad`), to the XP's TensorBoard folder (``fad/*``)
 and, with the clips, to ``<outputs>/evaluate/<sig>/epoch_<N>/`` (``generated/``, ``real/``,
 ``reconstructed/``: :func:`musicpipe.fad.fad_of_folders` takes any two of them). An epoch already evaluated
@@ -130,7 +133,7 @@ def _log_tensorboard(folder: Path, epoch: int, values: tp.Mapping[str, float]) -
 
 
 def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.Optional[int] = None,
-                num_clips: int = 16, duration: tp.Optional[float] = None, seed: int = 0, embedding: str = "codec",
+                num_clips: int = 16, duration: tp.Optional[float] = None, seed: int = 0, embedding: str = "mel",
                 device: tp.Optional[str] = None, outputs: tp.Optional[PathLike] = None,
                 force: bool = False) -> tp.Dict[str, tp.Any]:
     """FAD of LM ``ref`` at ``epoch`` (default: the last) against real valid audio; see the module docstring.
@@ -140,12 +143,14 @@ def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.
         epoch: which epoch's weights (``checkpoint_<N>.th``); default the last trained epoch.
         num_clips: generated clips, and real crops (at least 4).
         duration: seconds per clip; default the LM's training segment, at most 10 s.
-        embedding: ``codec`` (the LM's codec's encoder latents, offline) or ``vggish`` (:mod:`musicpipe.fad`).
+        embedding: ``mel`` (log-mel frames, default), ``codec`` (the LM's codec's encoder latents) or ``vggish``
+            (:mod:`musicpipe.fad`).
         outputs: receives ``evaluate/<sig>/epoch_<N>/`` (default ``<repo>/outputs``).
         force: recompute even when ``fad.json`` holds this epoch with the same settings.
 
     Returns:
-        ``{"xp", "epoch", "fad": {"lm", "codec_floor", "real_vs_real"}, "settings", "folder", "skipped", ...}``.
+        ``{"xp", "epoch", "fad": {"lm", "codec_floor", "real_vs_real", "noise"}, "settings", "folder", "skipped",
+        ...}``.
     """
     try:
         xp = XP.resolve(str(ref), workspace, kind="lm")
@@ -211,9 +216,19 @@ def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.
         for w in real:
             codes, scale = codec.encode(w[None].to(model.device))
             recon.append(codec.decode(codes, scale)[0].float().cpu()[..., :n])
+    noise = loudness_matched_noise(real, seed)
     embedder = fad.make_embedder(embedding, model=codec) if embedding == "codec" else fad.make_embedder(embedding)
-    emb_real = [embedder(w) for w in real]
-    emb_gen, emb_rec = fad.embed_clips(embedder, generated), fad.embed_clips(embedder, recon)
+    if embedder.sample_rate != rate:
+        import julius
+
+        def at_rate(clips: tp.List[tp.Any]) -> tp.List[tp.Any]:
+            return [julius.resample_frac(w, rate, embedder.sample_rate) for w in clips]
+    else:
+        def at_rate(clips: tp.List[tp.Any]) -> tp.List[tp.Any]:
+            return clips
+    emb_real = [embedder(w) for w in at_rate(real)]
+    emb_gen, emb_rec = fad.embed_clips(embedder, at_rate(generated)), fad.embed_clips(embedder, at_rate(recon))
+    emb_noise = fad.embed_clips(embedder, at_rate(noise))
     import numpy as np
 
     all_real = np.concatenate(emb_real)
@@ -221,7 +236,8 @@ def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.
     values = {"lm": fad.fad_from_embeddings(emb_gen, all_real),
               "codec_floor": fad.fad_from_embeddings(emb_rec, all_real),
               "real_vs_real": fad.fad_from_embeddings(np.concatenate([emb_real[i] for i in half_a]),
-                                                      np.concatenate([emb_real[i] for i in half_b]))}
+                                                      np.concatenate([emb_real[i] for i in half_b])),
+              "noise": fad.fad_from_embeddings(emb_noise, all_real)}
     for name, clips in (("generated", generated), ("real", real), ("reconstructed", recon)):
         for k, w in enumerate(clips):
             write_wav(out / name / f"clip_{k:03d}.wav", w, rate)
@@ -229,6 +245,10 @@ def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.
               "frames": {"generated": int(emb_gen.shape[0]), "real": int(all_real.shape[0])},
               "dim": int(all_real.shape[1]),
               "clips": [{"real": p, "offset": off, "condition": c} for (p, off), c in zip(crops, prompts)]}
+    if values["codec_floor"] > values["noise"]:
+        result["warning"] = (f"codec floor {values['codec_floor']:.4g} is above white noise's {values['noise']:.4g}: "
+                             "the codec does not reconstruct music yet (train it longer); LM FADs are bounded by it")
+        logger.warning("XP %s epoch %d: %s", xp.sig, epoch, result["warning"])
     atomic.write_json(out / "fad.json", {"xp": xp.sig, **result}, indent=1, ensure_ascii=False)
     table = {str(e): v for e, v in sorted({**xp.fad, epoch: result}.items())}
     atomic.write_json(xp.folder / FAD_FILE, table, indent=1, ensure_ascii=False)
@@ -237,6 +257,25 @@ def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.
                 "embedding)", xp.sig, epoch, values["lm"], values["codec_floor"], values["real_vs_real"], len(crops),
                 duration, embedding)
     return {**result, "xp": xp.sig, "folder": str(out), "skipped": False}
+
+
+def loudness_matched_noise(clips: tp.Sequence[tp.Any], seed: int = 0) -> tp.List[tp.Any]:
+    """White Gaussian noise the shape and RMS of each clip (seeded): the ceiling the other FADs are read against.
+
+    >>> import torch
+    >>> [n] = loudness_matched_noise([0.1 * torch.ones(1, 32000)])
+    >>> tuple(n.shape), round(float(n.pow(2).mean().sqrt()), 3)
+    ((1, 32000), 0.1)
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    out = []
+    for w in clips:
+        w = torch.as_tensor(w, dtype=torch.float32)
+        n = torch.randn(w.shape, generator=gen)
+        out.append(n * (w.pow(2).mean().sqrt() / n.pow(2).mean().sqrt().clamp_min(1e-12)))
+    return out
 
 
 def evaluate_epochs(ref: str, workspace: tp.Optional[PathLike] = None, *,
@@ -253,11 +292,13 @@ def evaluate_epochs(ref: str, workspace: tp.Optional[PathLike] = None, *,
 def summary_line(result: tp.Mapping[str, tp.Any]) -> str:
     """The CLI's one line.
 
-    >>> summary_line({"xp": "ab12", "epoch": 2, "fad": {"lm": 40.0, "codec_floor": 3.0, "real_vs_real": 5.0},
-    ...               "settings": {"num_clips": 16, "duration": 2.0, "embedding": "codec"}, "folder": "/o"})
-    'evaluate: xp ab12 epoch 2: FAD 40 (codec floor 3, real vs real 5; 16 clips of 2 s, codec embedding) -> /o'
+    >>> summary_line({"xp": "ab12", "epoch": 2, "fad": {"lm": 40.0, "codec_floor": 3.0, "real_vs_real": 5.0,
+    ...               "noise": 90.0}, "settings": {"num_clips": 16, "duration": 2.0, "embedding": "mel"}, "folder": "/o"})
+    'evaluate: xp ab12 epoch 2: FAD 40 (codec floor 3, real vs real 5, noise 90; 16 clips of 2 s, mel embedding) -> /o'
     """
     f, s = result["fad"], result["settings"]
     return (f"evaluate: xp {result['xp']} epoch {result['epoch']}: FAD {f['lm']:.4g} (codec floor "
-            f"{f['codec_floor']:.4g}, real vs real {f['real_vs_real']:.4g}; {s['num_clips']} clips of "
-            f"{s['duration']:g} s, {s['embedding']} embedding) -> {result['folder']}")
+            f"{f['codec_floor']:.4g}, real vs real {f['real_vs_real']:.4g}"
+            + (f", noise {f['noise']:.4g}" if "noise" in f else "") + f"; {s['num_clips']} clips of "
+            f"{s['duration']:g} s, {s['embedding']} embedding) -> {result['folder']}"
+            + (f"; WARNING: {result['warning']}" if result.get("warning") else ""))

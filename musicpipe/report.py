@@ -44,7 +44,8 @@ Finding = tp.Dict[str, tp.Any]
 LEVELS = ("fail", "warn", "ok")  # most severe first: findings are listed in this order
 LEVEL_COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
 STAGES = ("train", "valid", "evaluate", "generate")
-FAD_SERIES = (("lm", "LM samples"), ("codec_floor", "codec floor"), ("real_vs_real", "real vs real"))
+FAD_SERIES = (("lm", "LM samples"), ("codec_floor", "codec floor"), ("real_vs_real", "real vs real"),
+              ("noise", "white noise"))
 STAGE_STYLES = {"train": ("C0", "-", "o"), "valid": ("C1", "--", "s"), "evaluate": ("C2", ":", "D"),
                 "generate": ("C3", "-.", "^")}
 # The metric whose trend says whether a run learns, per kind of solver. The codec's ``g_loss`` is
@@ -571,10 +572,11 @@ def plot_specs(history: tp.Sequence[tp.Mapping[str, tp.Mapping[str, float]]], ki
             [Panel("learning rate", "lr", _stage_series(history, "lr", ("train",))),
              Panel("gradient norm (before clipping)", "grad_norm", _stage_series(history, "grad_norm", ("train",)))],
             ncols=2)
-        add("fad.png", "Fréchet Audio Distance per epoch on codec latents (lower is better; musicpipe evaluate)",
+        add("fad.png", "Fréchet Audio Distance per epoch against real valid audio (lower is better; musicpipe "
+                       "evaluate; log-mel frames unless --embedding said otherwise)",
             [Panel("FAD against real valid audio", "FAD",
                    [Series(label, "fad", metric) for metric, label in FAD_SERIES if series(history, "fad", metric)],
-                   log_scale=False)])
+                   log_scale=None)])
     else:
         names = [m for m in dict.fromkeys(metric_names(history, "train") + metric_names(history, "valid"))
                  if m != "duration"]
@@ -775,7 +777,9 @@ def render_html(summary: tp.Mapping[str, tp.Any], last: tp.Mapping[str, tp.Mappi
         epoch = max(fad, key=int)
         f = fad[epoch]
         facts.append((f"FAD, epoch {epoch}", f"{_fmt(f.get('lm'))} (codec floor {_fmt(f.get('codec_floor'))}, real vs "
-                      f"real {_fmt(f.get('real_vs_real'))}; codec latents, lower is better)"))
+                      f"real {_fmt(f.get('real_vs_real'))}"
+                      + (f", white noise {_fmt(f.get('noise'))}" if f.get("noise") is not None else "")
+                      + f"; {summary.get('fad_embedding') or 'mel'} embedding, lower is better)"))
     if summary.get("tensorboard"):
         facts.append(("TensorBoard", summary["tensorboard"]))
     if summary.get("wandb_runs"):
@@ -889,6 +893,8 @@ def write_report(sig: str, workspace: tp.Optional[PathLike] = None, outputs: Pat
                                          "errors": len(log.errors), "warnings": log.warnings},
         "plots": plots, "files": files, "sources": sources + ([xp_mod.FAD_FILE] if fad else []),
         "fad": {str(e): r.get("fad") for e, r in sorted(fad.items())},
+        "fad_embedding": next((r.get("settings", {}).get("embedding") for _e, r in sorted(fad.items(), reverse=True)
+                               if r.get("settings")), None),
         "tensorboard": tracking.tensorboard_command(workspace) if (folder / tracking.TENSORBOARD_DIR).is_dir()
         else None,
         "wandb_runs": [str(p) for p in tracking.wandb_runs(folder)],
