@@ -41,7 +41,7 @@ from pathlib import Path
 PathLike = tp.Union[str, Path]
 
 _FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
-_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
 # Writers that do not pass errno on (libsndfile's "System error.", torch's "file write failed") are taken for a
 # full disk when their file system has less than this left once they fail.
 LOW_SPACE_BYTES = 1 << 20
@@ -120,7 +120,7 @@ def disk_full(exc: BaseException, path: PathLike, *, needed: tp.Optional[int] = 
         seen.add(id(current))
         chain.append(current)
         current = current.__cause__ or current.__context__
-    said = any((isinstance(e, OSError) and e.errno in _FULL_ERRNOS) or any(t in str(e) for t in _FULL_TEXTS)
+    said = any((isinstance(e, OSError) and e.errno in _FULL_ERRNOS) or any(t in str(e) for t in FULL_TEXTS)
                for e in chain)
     mount, free, total = space(path)
     if not said and (free is None or free >= LOW_SPACE_BYTES):

@@ -118,7 +118,7 @@ def _disk_full(output: str, folder: Path) -> tp.Optional[atomic.DiskFullError]:
     said = disk_full.message_from(output)
     if said:
         return atomic.DiskFullError(said, folder)
-    if any(text in output for text in ("No space left on device", "Disk quota exceeded")):
+    if any(text in output for text in atomic.FULL_TEXTS):
         full = atomic.disk_full(OSError(errno.ENOSPC, "No space left on device"), folder)
         if full is not None:
             return atomic.DiskFullError(f"training stopped: {full}; free space and re-run the same command to "

@@ -218,14 +218,13 @@ def evaluate_lm(ref: str, workspace: tp.Optional[PathLike] = None, *, epoch: tp.
             recon.append(codec.decode(codes, scale)[0].float().cpu()[..., :n])
     noise = loudness_matched_noise(real, seed)
     embedder = fad.make_embedder(embedding, model=codec) if embedding == "codec" else fad.make_embedder(embedding)
-    if embedder.sample_rate != rate:
+
+    def at_rate(clips: tp.List[tp.Any]) -> tp.List[tp.Any]:  # the embedder's rate (mel: 32 kHz, VGGish: 16 kHz)
+        if embedder.sample_rate == rate:
+            return clips
         import julius
 
-        def at_rate(clips: tp.List[tp.Any]) -> tp.List[tp.Any]:
-            return [julius.resample_frac(w, rate, embedder.sample_rate) for w in clips]
-    else:
-        def at_rate(clips: tp.List[tp.Any]) -> tp.List[tp.Any]:
-            return clips
+        return [julius.resample_frac(w, rate, embedder.sample_rate) for w in clips]
     emb_real = [embedder(w) for w in at_rate(real)]
     emb_gen, emb_rec = fad.embed_clips(embedder, at_rate(generated)), fad.embed_clips(embedder, at_rate(recon))
     emb_noise = fad.embed_clips(embedder, at_rate(noise))
