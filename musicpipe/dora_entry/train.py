@@ -24,6 +24,7 @@ from audiocraft.train import get_solver_from_sig, get_solver_from_xp, main  # no
 from musicpipe.dora_entry.carry_state import install_carry_state_hook  # noqa: E402
 from musicpipe.dora_entry.hooks import install_codec_check_hook  # noqa: E402
 from musicpipe.dora_entry.loader_workers import install_loader_workers_hook  # noqa: E402
+from musicpipe.dora_entry.node_agreement import install_node_agreement_hook  # noqa: E402
 from musicpipe.dora_entry.retention import install_retention_hook  # noqa: E402
 from musicpipe.dora_entry.stability_hooks import install_stability_hooks  # noqa: E402
 from musicpipe.dora_entry.token_cache_hook import install_token_cache_hook  # noqa: E402
@@ -70,6 +71,7 @@ install_carry_state_hook()
 install_wandb_hook()
 install_retention_hook()  # checkpoint.keep_last; after the stability hooks: prunes only once a save succeeded
 install_loader_workers_hook()  # dataset.num_workers sized to this machine
+install_node_agreement_hook()  # MUSICPIPE_NODE_FACTS (multi-node launch): all ranks see one workspace, before training
 install_token_cache_hook()  # MUSICPIPE_TOKEN_CACHE: train the LM from a token store (musicpipe.token_cache)
 # Keep last (after any other install_* line): researchers' hooks wrap ours.
 install_extra_hooks()
