@@ -226,8 +226,9 @@ def disagreements(facts: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.List[str]:
     >>> base = {"host": "a", "workspace": "/ws", "manifests": {"train": "1"}, "token": True, "node": 0, "rank": 0}
     >>> disagreements([base, {**base, "host": "b", "node": 1, "rank": 1}])
     []
-    >>> disagreements([base, {**base, "host": "b", "node": 1, "rank": 1, "workspace": "/other", "token": "missing"}])[0][:60]
-    'node 1 (host b, rank 1, workspace /other) does not see rank 0'
+    >>> problems = disagreements([base, {**base, "host": "b", "node": 1, "rank": 1, "workspace": "/o", "token": "missing"}])
+    >>> problems[0].startswith("node 1 (host b, rank 1, workspace /o) does not see rank 0's workspace (/ws on host a)")
+    True
     """
     problems: tp.List[str] = []
     ref = facts[0]
@@ -261,11 +262,12 @@ def disagreements(facts: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.List[str]:
 def allreduce_bytes_per_step(params: int, world: int, bytes_per_grad: int = 4) -> float:
     """Bytes each rank sends (and receives) per optimizer step in a ring all-reduce of fp32 gradients.
 
-    A ring all-reduce of G bytes moves ``2 (N - 1) / N x G`` per rank. musicgen-small (about 300M parameters, so
-    G = 1.2 GB of fp32 gradients) on 2 nodes x 4 GPUs: 2 x 7/8 x 1.2 GB = 2.1 GB per step per GPU.
+    A ring all-reduce of G bytes moves ``2 (N - 1) / N x G`` per rank. musicgen-small's LM (319M parameters,
+    :func:`musicpipe.sizing.lm_parameters`, so G = 1.28 GB of fp32 gradients) on 2 nodes x 4 GPUs:
+    2 x 7/8 x 1.28 GB = 2.23 GB per step per GPU.
 
-    >>> round(allreduce_bytes_per_step(300_000_000, 8) / 1e9, 2)
-    2.1
+    >>> round(allreduce_bytes_per_step(318_871_552, 8) / 1e9, 2)
+    2.23
     """
     grads = params * bytes_per_grad
     return 2 * (world - 1) / world * grads if world > 1 else 0.0
