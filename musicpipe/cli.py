@@ -41,6 +41,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     multi.add_argument("--node-rank", type=int, default=None, help="this machine's rank, 0..nodes-1 (0: the master)")
     multi.add_argument("--master-addr", default=None, help="node 0's address, reachable from every node")
     multi.add_argument("--master-port", type=int, default=None, help="a free TCP port on node 0 (default 29500)")
+    multi.add_argument("--slurm", default=None, metavar="PARTITION",
+                       help="instead: submit the XP to SLURM with Dora's launcher (dora launch), --nodes x --gpus")
     p.add_argument("--outputs", type=Path, default=None,
                    help="where `Checkpoints Small/<xp>/` goes (default <repo>/outputs)")
     p.add_argument("--wandb", default=None, metavar="PROJECT",
@@ -298,6 +300,23 @@ def _node_args(args: argparse.Namespace) -> tp.Dict[str, tp.Any]:
     return dict(nodes=args.nodes, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port)
 
 
+def _slurm(args: argparse.Namespace, dora_args: tp.Sequence[str]) -> int:
+    """``--slurm``: print (``--dry-run``) or submit the ``dora launch`` command of the XP."""
+    from musicpipe import multinode, training
+
+    if args.dry_run:
+        try:
+            launch = multinode.slurm_launch_args(dora_args, args.slurm, args.nodes or 1, max(1, args.gpus or 1))
+        except multinode.MultiNodeError as exc:
+            raise training.TrainingInputError(str(exc)) from None
+        print("dora " + " ".join(launch))
+        return 0
+    run = training.submit_slurm(dora_args, args.slurm, args.nodes, args.gpus, args.workspace)
+    print(f"{args.command}: xp {run.sig} submitted to SLURM partition {args.slurm}; follow it with "
+          f"`dora info` or in {run.folder}")
+    return 0
+
+
 def _print_commands(args: argparse.Namespace, dora_args: tp.Sequence[str]) -> None:
     """``--dry-run``: the dora command, or with several nodes each node's torchrun command."""
     import shlex
@@ -340,6 +359,8 @@ def _train_codec(args: argparse.Namespace) -> int:
     from musicpipe import presets, training
 
     preset = presets.load_preset(args.preset)
+    if args.slurm:
+        return _slurm(args, presets.dora_run_args(preset, "compression", dset=args.dataset, **_training_args(args)))
     if args.dry_run:
         _print_commands(args, presets.dora_run_args(preset, "compression", dset=args.dataset, **_training_args(args)))
         return 0
@@ -354,9 +375,11 @@ def _train_codec(args: argparse.Namespace) -> int:
 def _train_lm(args: argparse.Namespace) -> int:
     from musicpipe import training
 
-    if args.dry_run:
+    if args.dry_run or args.slurm:
         plan = training.plan_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,
                                 init_from=args.init_from, **_training_args(args))
+        if args.slurm:
+            return _slurm(args, plan.args)
         _print_commands(args, plan.args)
         return 0
     run = training.train_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import socket
 import typing as tp
@@ -271,3 +272,37 @@ def allreduce_bytes_per_step(params: int, world: int, bytes_per_grad: int = 4) -
     """
     grads = params * bytes_per_grad
     return 2 * (world - 1) / world * grads if world > 1 else 0.0
+
+
+# ------------------------------------------------------------------------------------------- SLURM (Dora's launcher)
+
+DORA_GPUS_PER_NODE = 8  # Dora's SLURM launcher: up to 8 GPUs on one node, else gpus // 8 nodes of 8 GPUs
+
+
+def slurm_launch_args(dora_args: tp.Sequence[str], partition: str, nodes: int = 1, gpus_per_node: int = 1
+                      ) -> tp.List[str]:
+    """``dora launch`` arguments that submit the same XP as ``dora_args`` to SLURM through Dora (submitit).
+
+    Dora takes the total GPU count and places it itself (``dora.shep``): up to 8 on one node, beyond that
+    ``gpus // 8`` nodes of 8, one task per GPU. So ``nodes`` > 1 needs 8 GPUs per node; other layouts are refused
+    with the reason. ``--no_git_save``: the job runs this checkout (Dora's git_save would clone a clean copy of
+    the repository its package lives in).
+
+    >>> slurm_launch_args(["run", "solver=s"], "gpu", nodes=2, gpus_per_node=8)
+    ['launch', '--no_git_save', '-p', 'gpu', '-g', '16', 'solver=s']
+    """
+    if not partition:
+        raise MultiNodeError("--slurm needs a partition name")
+    if nodes < 1 or gpus_per_node < 1:
+        raise MultiNodeError(f"--slurm needs at least 1 node and 1 GPU per node, got {nodes} and {gpus_per_node}")
+    if nodes == 1 and gpus_per_node > DORA_GPUS_PER_NODE:
+        raise MultiNodeError(f"Dora's SLURM launcher places at most {DORA_GPUS_PER_NODE} GPUs on a node; "
+                             f"{gpus_per_node} GPUs need --nodes {math.ceil(gpus_per_node / DORA_GPUS_PER_NODE)} "
+                             f"with --gpus {DORA_GPUS_PER_NODE}")
+    if nodes > 1 and gpus_per_node != DORA_GPUS_PER_NODE:
+        raise MultiNodeError(f"Dora's SLURM launcher spreads GPUs over nodes of {DORA_GPUS_PER_NODE} only: --nodes "
+                             f"{nodes} needs --gpus {DORA_GPUS_PER_NODE} (got {gpus_per_node}); for other layouts use "
+                             "torchrun on every node (--node-rank, --master-addr)")
+    return ["launch", "--no_git_save", "-p", partition, "-g", str(nodes * gpus_per_node),
+            *presets.hydra_overrides(dora_args)]
+

@@ -329,6 +329,24 @@ def node_spec(spec: presets.Preset, gpus: tp.Optional[int] = None, nodes: tp.Opt
         raise TrainingInputError(str(exc)) from None
 
 
+def submit_slurm(args: tp.Sequence[str], partition: str, nodes: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
+                 workspace: tp.Optional[tp.Union[str, Path]] = None, echo: bool = True,
+                 env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
+    """Hand the XP of ``args`` (:func:`musicpipe.presets.dora_run_args`) to Dora's SLURM launcher (``dora launch``).
+
+    ``nodes`` x ``gpus`` per node (:func:`musicpipe.multinode.slurm_launch_args`); returns once the job is
+    submitted (``dora info`` / ``squeue`` follow it). Every node of the job must see the workspace; Dora's SLURM
+    jobs set the distributed variables themselves (``dora.distrib``), so the torchrun checks do not run there.
+    """
+    try:
+        launch = multinode.slurm_launch_args(args, partition, int(nodes or 1), max(1, int(gpus or 1)))
+    except multinode.MultiNodeError as exc:
+        raise TrainingInputError(str(exc)) from None
+    logger.info("SLURM: dora %s", " ".join(launch))
+    return dora.run(args, workspace=workspace, echo=echo, env=env,
+                    command=[sys.executable, "-m", "dora", *launch])
+
+
 def train_codec(preset: str, dataset: tp.Optional[str] = None,
                 workspace: tp.Optional[tp.Union[str, Path]] = None, *, epochs: tp.Optional[int] = None,
                 batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
