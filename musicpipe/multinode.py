@@ -286,10 +286,10 @@ def slurm_launch_args(dora_args: tp.Sequence[str], partition: str, nodes: int = 
     Dora takes the total GPU count and places it itself (``dora.shep``): up to 8 on one node, beyond that
     ``gpus // 8`` nodes of 8, one task per GPU. So ``nodes`` > 1 needs 8 GPUs per node; other layouts are refused
     with the reason. ``--no_git_save``: the job runs this checkout (Dora's git_save would clone a clean copy of
-    the repository its package lives in).
+    the repository its package lives in); ``--no_tail``: return once submitted.
 
     >>> slurm_launch_args(["run", "solver=s"], "gpu", nodes=2, gpus_per_node=8)
-    ['launch', '--no_git_save', '-p', 'gpu', '-g', '16', 'solver=s']
+    ['launch', '--no_git_save', '--no_tail', '-p', 'gpu', '-g', '16', 'solver=s']
     """
     if not partition:
         raise MultiNodeError("--slurm needs a partition name")
@@ -303,6 +303,6 @@ def slurm_launch_args(dora_args: tp.Sequence[str], partition: str, nodes: int = 
         raise MultiNodeError(f"Dora's SLURM launcher spreads GPUs over nodes of {DORA_GPUS_PER_NODE} only: --nodes "
                              f"{nodes} needs --gpus {DORA_GPUS_PER_NODE} (got {gpus_per_node}); for other layouts use "
                              "torchrun on every node (--node-rank, --master-addr)")
-    return ["launch", "--no_git_save", "-p", partition, "-g", str(nodes * gpus_per_node),
+    return ["launch", "--no_git_save", "--no_tail", "-p", partition, "-g", str(nodes * gpus_per_node),
             *presets.hydra_overrides(dora_args)]
 

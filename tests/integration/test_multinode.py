@@ -18,7 +18,7 @@ import pytest
 
 from musicpipe import paths, procs, training
 from musicpipe.xp import XP
-from conftest import REPO
+from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +155,42 @@ def test_two_nodes_with_different_workspaces_refuse_naming_the_node(workspace, d
     for ws in (workspace, other):  # refused before training: no checkpoint, no history anywhere
         assert not (paths.xp_dir(sig, ws) / "checkpoint.th").exists()
         assert not (paths.xp_dir(sig, ws) / "history.json").exists()
+
+
+SBATCH = """#!/bin/sh
+# stands in for SLURM's sbatch on this machine: keeps the submission file submitit wrote, answers as sbatch does
+for last; do :; done
+cp "$last" "$SBATCH_RECORD"
+echo "Submitted batch job 4242"
+"""
+
+
+def test_slurm_hands_the_xp_to_doras_launcher(tmp_path):
+    """`--slurm`: Dora's own launcher (submitit) writes the sbatch file; only sbatch/srun are stand-ins (no cluster)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit only checks that it exists
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    ws = tmp_path / "ws"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SBATCH_RECORD": str(tmp_path / "job.sh"),
+           "MUSICPIPE_WORKSPACE": str(ws)}
+    common = ("train-codec", "--preset", "demo_cpu", "--dataset", "fma_small_mini", "--workspace", str(ws),
+              "--slurm", "learnlab", "--nodes", "2", "--gpus", "8")
+    dry = run_cli(*common, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("dora launch --no_git_save --no_tail -p learnlab -g 16 solver=compression/")
+    res = run_cli(*common, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    sig = sig_of(res.stdout)
+    assert f"train-codec: xp {sig} submitted to SLURM partition learnlab" in res.stdout
+    job = (tmp_path / "job.sh").read_text()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gres=gpu:8",
+                 "#SBATCH --partition=learnlab", f"#SBATCH --job-name=audiocraft_{sig}"):
+        assert line in job, job
+    assert str(paths.xp_dir(sig, ws) / "submitit") in job  # the XP's own folder, in the workspace
+    # a layout Dora cannot place is refused before anything is submitted
+    bad = run_cli(*common[:-1], "4", env=env)
+    assert bad.returncode == 2 and "nodes of 8 only: --nodes 2 needs --gpus 8 (got 4)" in bad.stderr
+    assert "Traceback" not in bad.stderr
