@@ -71,7 +71,8 @@ class NodeSpec:
         if self.nnodes < 1:
             raise MultiNodeError(f"--nodes must be at least 1, got {self.nnodes}")
         if self.node_rank is not None and not 0 <= self.node_rank < self.nnodes:
-            raise MultiNodeError(f"--node-rank {self.node_rank} is not one of the {self.nnodes} nodes (0..{self.nnodes - 1})")
+            raise MultiNodeError(f"--node-rank {self.node_rank} is not one of the {self.nnodes} nodes "
+                                 f"(0..{self.nnodes - 1})")
         if not self.master_addr:
             raise MultiNodeError("a multi-node launch needs --master-addr (rank 0's address, reachable from every "
                                  "node) or $MASTER_ADDR")
@@ -94,6 +95,16 @@ def _from_env(key: str, environ: tp.Mapping[str, str]) -> tp.Tuple[tp.Optional[s
         if value:
             return value, name
     return None, None
+
+
+def nodes_from_env(environ: tp.Optional[tp.Mapping[str, str]] = None) -> tp.Optional[int]:
+    """The node count the cluster's variables give (``$PET_NNODES``, ``$NNODES``, ``$NUM_NODES``), None when unset.
+
+    >>> nodes_from_env({"NUM_NODES": "4"}), nodes_from_env({})
+    (4, None)
+    """
+    value, name = _from_env("nnodes", os.environ if environ is None else environ)
+    return _int(value, f"${name}") if value is not None else None
 
 
 def _int(value: tp.Any, what: str) -> int:
@@ -227,7 +238,8 @@ def disagreements(facts: tp.Sequence[tp.Mapping[str, tp.Any]]) -> tp.List[str]:
     >>> base = {"host": "a", "workspace": "/ws", "manifests": {"train": "1"}, "token": True, "node": 0, "rank": 0}
     >>> disagreements([base, {**base, "host": "b", "node": 1, "rank": 1}])
     []
-    >>> problems = disagreements([base, {**base, "host": "b", "node": 1, "rank": 1, "workspace": "/o", "token": "missing"}])
+    >>> node1 = {**base, "host": "b", "node": 1, "rank": 1, "workspace": "/o", "token": "missing"}
+    >>> problems = disagreements([base, node1])
     >>> problems[0].startswith("node 1 (host b, rank 1, workspace /o) does not see rank 0's workspace (/ws on host a)")
     True
     """

@@ -23,7 +23,8 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import combine as combine_mod
-from musicpipe import atomic, doctor, evaluation, inspection, install, notebooks, paths, presets, release, tracking
+from musicpipe import atomic, doctor, evaluation, inspection, install, multinode, notebooks, paths, presets, release
+from musicpipe import tracking
 from musicpipe import training
 from musicpipe import report as report_mod
 from musicpipe.xp import XP
@@ -169,8 +170,10 @@ def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[
     """``training_checks.preflight`` as a dict (``ok``, ``failed``, ``text``); :func:`require` stops on FAIL.
     ``nodes``: a multi-node launch (default ``$NNODES``/``$NUM_NODES``... as training reads them)."""
     if nodes is None:
-        node = training.node_spec(presets.load_preset(preset), gpus, require_rank=False)
-        nodes = node.nnodes if node is not None else None
+        try:
+            nodes = multinode.nodes_from_env()
+        except multinode.MultiNodeError as exc:
+            raise PipelineError(str(exc)) from None
     report = run_preflight(dataset, solver=solver, codec=codec, preset=preset, workspace=workspace,
                            conditioner=_checkable(conditioning), init_from=init_from, gpus=gpus,
                            token_cache=token_cache, nodes=nodes)

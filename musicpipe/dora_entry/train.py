@@ -3,7 +3,7 @@
 Importing this module (which every Dora process does) sets the environment, lets torch load
 AudioCraft checkpoints, falls back to gloo without CUDA and registers training hooks; then it
 re-exports AudioCraft's Hydra/Dora main unchanged, so XP signatures are AudioCraft's own.
-Hooks: codec quality checks (:mod:`.hooks`), training stability (:mod:`.stability_hooks`, ``MUSICPIPE_STABILITY``
+Hooks: the multi-node agreement check (:mod:`.node_agreement`, ``MUSICPIPE_NODE_FACTS``), codec quality checks (:mod:`.hooks`), training stability (:mod:`.stability_hooks`, ``MUSICPIPE_STABILITY``
 and ``STABILITY_*``), the LM token cache (:mod:`.token_cache_hook`, ``MUSICPIPE_TOKEN_CACHE``), curriculum state carry-over (:mod:`.carry_state`, ``MUSICPIPE_CARRY_STATE``), W&B (:mod:`.wandb_hooks`,
 ``MUSICPIPE_WANDB_PROJECT``), then ``MUSICPIPE_EXTRA_HOOKS=module:function[,module:function]`` (:func:`install_extra_hooks`).
 

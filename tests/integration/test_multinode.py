@@ -70,6 +70,21 @@ def summaries(log: Path) -> list:
     return [re.sub(r" \| (duration|rtf)=[0-9.]+", "", re.sub(r"^.*?(\w+ Summary)", r"\1", line)) for line in lines]
 
 
+def trainers(marker: str) -> list:
+    """PIDs of live processes whose command line holds ``marker`` (torchrun agents and Dora trainers of one XP)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+                state = (entry / "stat").read_text().split(") ")[-1][:1]
+            except OSError:
+                continue
+            if marker in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def two_nodes_trained(results, what: str) -> str:
     for rank, (rc, out, err) in enumerate(results):
         assert rc == 0, f"node {rank} of {what}: exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
@@ -127,6 +142,7 @@ def test_two_nodes_train_codec_and_lm_kill_and_resume(workspace, demo_data, code
         time.sleep(0.5)
     assert procs.holder(lm_folder / training.LOCK_FILE) is None
     assert procs.holder(lm_folder / training.NODE_LOCK_FILE.format(1)) is None
+    assert not trainers("label=two_nodes_lm")  # no torchrun agent or trainer left behind
 
     results = finish(start_nodes("train-lm", [workspace, workspace], free_port(), *lm_args))
     lm_sig = two_nodes_trained(results, "train-lm")
