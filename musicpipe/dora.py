@@ -23,12 +23,12 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, paths, presets, procs
+from musicpipe import audiocraft_env, multinode, paths, presets, procs
 from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
 
-REFUSED = "musicpipe: refused: "  # a Dora process's line stating why it refused to train (the error shown)
+REFUSED = multinode.REFUSED  # a Dora process's line stating why it refused to train (the error shown)
 
 
 class DoraError(RuntimeError):

@@ -30,7 +30,7 @@ import socket
 import typing as tp
 from pathlib import Path
 
-from musicpipe import audiocraft_env, dora, paths, presets
+from musicpipe import audiocraft_env, paths, presets
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ PathLike = tp.Union[str, Path]
 DEFAULT_PORT = 29500  # torchrun's default
 FACTS_ENV = "MUSICPIPE_NODE_FACTS"  # JSON of node_facts(), set by the launcher for its Dora processes
 TOKEN_FILE = ".musicpipe-nodes.json"  # in the XP folder: rank 0 writes it, every rank reads it back
-REFUSED = dora.REFUSED  # a worker's line that the launcher turns into the error message
+REFUSED = "musicpipe: refused: "  # a Dora process's line stating why it will not train (musicpipe.dora shows it)
 
 # The environment variables clusters set, in order of preference, for each launch setting.
 # torchrun's own (PET_*: its flags as variables), generic (NNODES...), RunPod Instant Clusters (NUM_NODES,
