@@ -33,7 +33,16 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--segment-seconds", type=float, default=None)
     p.add_argument("--gpus", type=int, default=None, help="1: dora run; N>1: dora run -d with N workers")
-    p.add_argument("--dry-run", action="store_true", help="print the dora command and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the dora command (with --nodes: every node's torchrun command) and exit")
+    multi = p.add_argument_group("more than one machine (torchrun on every node, one shared workspace; default: "
+                                 "$NNODES/$NUM_NODES, $NODE_RANK, $MASTER_ADDR/$PRIMARY_ADDR, $MASTER_PORT)")
+    multi.add_argument("--nodes", type=int, default=None, help="machines taking part (run this command on each)")
+    multi.add_argument("--node-rank", type=int, default=None, help="this machine's rank, 0..nodes-1 (0: the master)")
+    multi.add_argument("--master-addr", default=None, help="node 0's address, reachable from every node")
+    multi.add_argument("--master-port", type=int, default=None, help="a free TCP port on node 0 (default 29500)")
+    multi.add_argument("--slurm", default=None, metavar="PARTITION",
+                       help="instead: submit the XP to SLURM with Dora's launcher (dora launch), --nodes x --gpus")
     p.add_argument("--outputs", type=Path, default=None,
                    help="where `Checkpoints Small/<xp>/` goes (default <repo>/outputs)")
     p.add_argument("--wandb", default=None, metavar="PROJECT",
@@ -291,6 +300,43 @@ def _training_args(args: argparse.Namespace) -> tp.Dict[str, tp.Any]:
                 gpus=args.gpus, overrides=args.overrides)
 
 
+def _node_args(args: argparse.Namespace) -> tp.Dict[str, tp.Any]:
+    return dict(nodes=args.nodes, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port)
+
+
+def _slurm(args: argparse.Namespace, dora_args: tp.Sequence[str]) -> int:
+    """``--slurm``: print (``--dry-run``) or submit the ``dora launch`` command of the XP."""
+    from musicpipe import multinode, training
+
+    if args.dry_run:
+        try:
+            launch = multinode.slurm_launch_args(dora_args, args.slurm, args.nodes or 1, max(1, args.gpus or 1))
+        except multinode.MultiNodeError as exc:
+            raise training.TrainingInputError(str(exc)) from None
+        print("dora " + " ".join(launch))
+        return 0
+    run = training.submit_slurm(dora_args, args.slurm, args.nodes, args.gpus, args.workspace)
+    print(f"{args.command}: xp {run.sig} submitted to SLURM partition {args.slurm}; follow it with "
+          f"`dora info` or in {run.folder}")
+    return 0
+
+
+def _print_commands(args: argparse.Namespace, dora_args: tp.Sequence[str]) -> None:
+    """``--dry-run``: the dora command, or with several nodes each node's torchrun command."""
+    import shlex
+
+    from musicpipe import multinode, presets, training
+
+    node = training.node_spec(presets.load_preset(args.preset), args.gpus, require_rank=False, **_node_args(args))
+    if node is None:
+        print("dora " + " ".join(dora_args))
+        return
+    for rank, cmd in enumerate(multinode.all_node_commands(dora_args, node)):
+        here = " (this machine)" if rank == node.node_rank else ""
+        print(f"# node {rank} of {node.nnodes}{here}: {node.nproc_per_node} process(es), world size {node.world_size}")
+        print(shlex.join(cmd))
+
+
 def _outputs(args: argparse.Namespace) -> Path:
     from musicpipe import paths
 
@@ -317,14 +363,15 @@ def _train_codec(args: argparse.Namespace) -> int:
     from musicpipe import presets, training
 
     preset = presets.load_preset(args.preset)
+    if args.slurm:
+        return _slurm(args, presets.dora_run_args(preset, "compression", dset=args.dataset, **_training_args(args)))
     if args.dry_run:
-        print("dora " + " ".join(presets.dora_run_args(preset, "compression", dset=args.dataset,
-                                                       **_training_args(args))))
+        _print_commands(args, presets.dora_run_args(preset, "compression", dset=args.dataset, **_training_args(args)))
         return 0
     run = training.train_codec(args.preset, args.dataset, args.workspace, outputs=_outputs(args),
                                codec_check_every=args.codec_check_every,
                                codec_check_samples=args.codec_check_samples, wandb=args.wandb,
-                               **_training_args(args))
+                               **_training_args(args), **_node_args(args))
     print(f"{args.command}: xp {run.sig} done, {len(run.history())} epoch(s) in history, checkpoint {run.checkpoint}")
     return 0
 
@@ -332,14 +379,17 @@ def _train_codec(args: argparse.Namespace) -> int:
 def _train_lm(args: argparse.Namespace) -> int:
     from musicpipe import training
 
-    if args.dry_run:
+    if args.dry_run or args.slurm:
         plan = training.plan_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,
                                 init_from=args.init_from, **_training_args(args))
-        print("dora " + " ".join(plan.args))
+        if args.slurm:
+            return _slurm(args, plan.args)
+        _print_commands(args, plan.args)
         return 0
     run = training.train_lm(args.preset, args.codec, args.dataset, args.workspace, conditioning=args.conditioning,
                             init_from=args.init_from, outputs=_outputs(args), wandb=args.wandb,
-                            token_cache=args.token_cache, cache_workers=args.cache_workers, **_training_args(args))
+                            token_cache=args.token_cache, cache_workers=args.cache_workers, **_training_args(args),
+                            **_node_args(args))
     print(f"{args.command}: xp {run.sig} done, {len(run.history())} epoch(s) in history, checkpoint {run.checkpoint}")
     return 0
 

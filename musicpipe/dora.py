@@ -24,10 +24,12 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from musicpipe import atomic, audiocraft_env, paths, presets, procs
+from musicpipe import atomic, audiocraft_env, multinode, paths, presets, procs
 from musicpipe import xp as xp_mod
 
 logger = logging.getLogger(__name__)
+
+REFUSED = multinode.REFUSED  # a Dora process's line stating why it refused to train (the error shown)
 
 
 class DoraError(RuntimeError):
@@ -73,7 +75,8 @@ def xp_signature(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Pa
 
 def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = None,
         echo: bool = True, tail_lines: int = 60, env: tp.Optional[tp.Mapping[str, str]] = None,
-        sig: tp.Optional[str] = None, lock_fd: tp.Optional[int] = None) -> DoraRun:
+        sig: tp.Optional[str] = None, lock_fd: tp.Optional[int] = None,
+        command: tp.Optional[tp.Sequence[str]] = None) -> DoraRun:
     """Run ``python -m dora <args>`` with the integration layer's environment; raise on failure.
 
     Output is streamed (``echo``) and its tail kept for the error message. Prints ``xp: <sig>``
@@ -82,12 +85,15 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
     ``sig``: the XP signature when the caller has already computed it (:func:`xp_signature`).
     The Dora process and its DDP workers die with this process (:mod:`musicpipe.procs`); ``lock_fd`` (the XP's
     lock, :func:`musicpipe.procs.exclusive`) is passed to the Dora process, so the lock lives as long as it does.
+    ``command``: run this instead of ``python -m dora <args>`` (a node's torchrun command,
+    :func:`musicpipe.multinode.torchrun_args`; ``args`` still name the XP). A worker's ``musicpipe: refused: ...``
+    line becomes the error message.
     """
     sig = sig or xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
     print(f"xp: {sig}", flush=True)
     logger.info("dora %s (xp folder %s)", " ".join(args), folder)
-    cmd = [sys.executable, "-m", "dora", *args]
+    cmd = list(command) if command is not None else [sys.executable, "-m", "dora", *args]
     tail: tp.Deque[str] = collections.deque(maxlen=tail_lines)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**audiocraft_env.environment(workspace), **(env or {}),
@@ -96,8 +102,11 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
     if lock_fd is not None:
         procs.note(lock_fd, f"{os.getpid()} (musicpipe; dora {proc.pid})")
     assert proc.stdout is not None
+    refused: tp.List[str] = []
     for line in proc.stdout:
         tail.append(line.rstrip("\n"))
+        if REFUSED in line:
+            refused.append(line[line.index(REFUSED) + len(REFUSED):].strip())
         if echo:
             sys.stdout.write(line)
     proc.wait()
@@ -106,6 +115,8 @@ def run(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]] = No
         full = _disk_full(result.output_tail, folder)
         if full is not None:
             raise full
+        if refused:
+            raise DoraError(f"{refused[0]} (xp {sig})")
         raise DoraError(f"dora {' '.join(args)} exited with {proc.returncode} (xp {sig}, {folder}):\n"
                         + result.output_tail)
     return result

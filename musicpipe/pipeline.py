@@ -23,7 +23,8 @@ import typing as tp
 from pathlib import Path
 
 from musicpipe import combine as combine_mod
-from musicpipe import atomic, doctor, evaluation, inspection, install, notebooks, paths, presets, release, tracking
+from musicpipe import atomic, doctor, evaluation, inspection, install, multinode, notebooks, paths, presets, release
+from musicpipe import tracking
 from musicpipe import training
 from musicpipe import report as report_mod
 from musicpipe.xp import XP
@@ -165,11 +166,17 @@ def _check_report(report: tp.Any, lines_key: str) -> tp.Dict[str, tp.Any]:
 def preflight(dataset: str, solver: str = "compression", workspace: tp.Optional[PathLike] = None, *,
               preset: str = "demo_cpu", codec: tp.Optional[str] = None, conditioning: tp.Optional[str] = None,
               gpus: tp.Optional[int] = None, init_from: tp.Optional[str] = None,
-              token_cache: tp.Optional[bool] = None) -> tp.Dict[str, tp.Any]:
-    """``training_checks.preflight`` as a dict (``ok``, ``failed``, ``text``); :func:`require` stops on FAIL."""
+              token_cache: tp.Optional[bool] = None, nodes: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
+    """``training_checks.preflight`` as a dict (``ok``, ``failed``, ``text``); :func:`require` stops on FAIL.
+    ``nodes``: a multi-node launch (default ``$NNODES``/``$NUM_NODES``... as training reads them)."""
+    if nodes is None:
+        try:
+            nodes = multinode.nodes_from_env()
+        except multinode.MultiNodeError as exc:
+            raise PipelineError(str(exc)) from None
     report = run_preflight(dataset, solver=solver, codec=codec, preset=preset, workspace=workspace,
                            conditioner=_checkable(conditioning), init_from=init_from, gpus=gpus,
-                           token_cache=token_cache)
+                           token_cache=token_cache, nodes=nodes)
     return _check_report(report, "results")
 
 
@@ -177,12 +184,17 @@ def train_codec(preset: str, dataset: str, workspace: tp.Optional[PathLike] = No
                 outputs: tp.Optional[PathLike] = None, epochs: tp.Optional[int] = None,
                 batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
                 codec_check_every: tp.Optional[int] = None, codec_check_samples: tp.Optional[int] = None,
-                overrides: tp.Sequence[str] = (), wandb_project: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+                overrides: tp.Sequence[str] = (), wandb_project: tp.Optional[str] = None,
+                nodes: tp.Optional[int] = None, node_rank: tp.Optional[int] = None,
+                master_addr: tp.Optional[str] = None, master_port: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
     """Train (resume, or skip when finished) the codec; returns its XP, folder, checkpoint, epochs and the
-    command that opens TensorBoard. ``wandb_project``: log to W&B (default ``$WANDB_PROJECT``; unset: off)."""
+    command that opens TensorBoard. ``wandb_project``: log to W&B (default ``$WANDB_PROJECT``; unset: off).
+    ``nodes``...``master_port``: this machine's share of a multi-node run (default: the cluster's variables,
+    ``$NUM_NODES``/``$NODE_RANK``/``$MASTER_ADDR``...); run the same notebook on every node."""
     run = training.train_codec(preset, dataset, workspace, epochs=epochs, batch_size=batch_size, gpus=gpus,
                                overrides=overrides, outputs=_outputs(outputs), codec_check_every=codec_check_every,
-                               codec_check_samples=codec_check_samples, wandb=wandb_project)
+                               codec_check_samples=codec_check_samples, wandb=wandb_project, nodes=nodes,
+                               node_rank=node_rank, master_addr=master_addr, master_port=master_port)
     return _run_info(run)
 
 
@@ -191,17 +203,21 @@ def train_lm(preset: str, dataset: str, codec: tp.Optional[str] = "latest",
              init_from: tp.Optional[str] = None, outputs: tp.Optional[PathLike] = None,
              epochs: tp.Optional[int] = None, batch_size: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
              overrides: tp.Sequence[str] = (), wandb_project: tp.Optional[str] = None,
-             token_cache: tp.Optional[bool] = None) -> tp.Dict[str, tp.Any]:
+             token_cache: tp.Optional[bool] = None, nodes: tp.Optional[int] = None,
+             node_rank: tp.Optional[int] = None, master_addr: tp.Optional[str] = None,
+             master_port: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
     """Train (resume, or skip when finished) the MusicGen LM on ``codec``, or fine-tune the release ``init_from``.
 
     Returns the XP, folder, checkpoint, epochs, conditioning, the codec and dataset it trained on, the
     release it started from (``init_from``, None from scratch), the token store it trained from (None: audio)
     and the command that opens TensorBoard. ``wandb_project``: log to W&B (default ``$WANDB_PROJECT``; unset: off).
     ``token_cache``: train from the dataset's token store (None: the preset's setting).
+    ``nodes``...``master_port``: a multi-node run, as in :func:`train_codec`.
     """
     run = training.train_lm(preset, codec, dataset, workspace, conditioning=conditioning, init_from=init_from,
                             epochs=epochs, batch_size=batch_size, gpus=gpus, overrides=overrides,
-                            outputs=_outputs(outputs), wandb=wandb_project, token_cache=token_cache)
+                            outputs=_outputs(outputs), wandb=wandb_project, token_cache=token_cache, nodes=nodes,
+                            node_rank=node_rank, master_addr=master_addr, master_port=master_port)
     record = run.xp.record
     return {**_run_info(run), "conditioning": record.get("conditioning"), "codec": record.get("codec"),
             "dataset": run.xp.dataset, "init_from": record.get("init_from"), "token_cache": record.get("token_cache")}

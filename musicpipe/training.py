@@ -12,20 +12,24 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
+import sys
 import urllib.error
 import urllib.request
 import typing as tp
 from pathlib import Path
 
-from musicpipe import datacheck, dora, export, manifests, paths, presets, procs, release, tracking
+from musicpipe import datacheck, dora, export, manifests, multinode, paths, presets, procs, release, tracking
 from musicpipe import token_cache as token_store
 from musicpipe.xp import CODEC_FILE, XP, XPError
 
 MIN_FREE_GB = 1.0
 LOCK_FILE = ".musicpipe.lock"  # in the XP folder: one trainer per XP (musicpipe.procs.exclusive)
+NODE_LOCK_FILE = ".musicpipe.node{}.lock"  # multi-node: node K > 0's launcher (node 0 holds LOCK_FILE)
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run")  # torchrun of this interpreter
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +94,19 @@ def target_epochs(args: tp.Sequence[str]) -> tp.Optional[int]:
 
 def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]], echo: bool,
             env: tp.Mapping[str, str], rerun: bool,
-            before: tp.Optional[tp.Callable[[], tp.Mapping[str, str]]] = None) -> dora.DoraRun:
+            before: tp.Optional[tp.Callable[[], tp.Mapping[str, str]]] = None,
+            node: tp.Optional[multinode.NodeSpec] = None, dataset: tp.Optional[str] = None,
+            codec_checkpoint: tp.Optional[str] = None) -> dora.DoraRun:
     """``dora run``, unless that XP already trained all its epochs (then nothing runs, unless ``rerun``).
 
     ``before``: called only when the run launches; the variables it returns join ``env``.
     One trainer per XP: the XP's lock (``<xp>/.musicpipe.lock``, held by this process and the Dora process) refuses
     a second launch with :class:`musicpipe.procs.BusyError` naming the PID; the kernel drops it when they die.
+    ``node``: one node of a multi-node launch (:mod:`musicpipe.multinode`): torchrun runs the same arguments; node 0's
+    launcher holds the XP lock (the workspace is shared, so one holder for all nodes), node K > 0 holds
+    ``<xp>/.musicpipe.node<K>.lock`` (a second launch of the same node refuses, the others are not blocked by node 0);
+    every node's Dora processes check, before training, that all nodes see the same workspace, manifests
+    (``dataset``) and codec (``codec_checkpoint``).
     """
     sig = dora.xp_signature(args, workspace)
     folder = paths.xp_dir(sig, workspace)
@@ -104,10 +115,20 @@ def _launch(args: tp.Sequence[str], workspace: tp.Optional[tp.Union[str, Path]],
         print(f"xp: {sig}", flush=True)
         logger.info("xp %s already trained its %d epochs (%s): skipped", sig, epochs, folder)
         return dora.DoraRun(sig=sig, folder=folder, returncode=0, output_tail="", skipped=True)
-    with procs.exclusive(folder / LOCK_FILE, f"xp {sig}") as lock:  # one trainer per XP
+    lock_file, what, command = folder / LOCK_FILE, f"xp {sig}", None
+    if node is not None:
+        if node.node_rank:
+            lock_file, what = folder / NODE_LOCK_FILE.format(node.node_rank), f"node {node.node_rank} of xp {sig}"
+        command = multinode.torchrun_args(args, node, launcher=TORCHRUN)
+    with procs.exclusive(lock_file, what) as lock:  # one trainer per XP (per node of a multi-node XP)
         if before is not None:
             env = {**env, **before()}
-        return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig, lock_fd=lock)
+        if node is not None:
+            facts = multinode.node_facts(workspace, dataset or "", codec_checkpoint)
+            env = {**env, multinode.FACTS_ENV: json.dumps(facts)}
+            logger.info("node %d of %d (%d process(es) each, rank 0 at %s:%d): %s", node.node_rank, node.nnodes,
+                        node.nproc_per_node, node.master_addr, node.master_port, " ".join(command or []))
+        return dora.run(args, workspace=workspace, echo=echo, env=env, sig=sig, lock_fd=lock, command=command)
 
 
 def _wandb_env(project: tp.Optional[str], env: tp.Mapping[str, str], **config: tp.Any) -> tp.Dict[str, str]:
@@ -120,7 +141,12 @@ def _wandb_env(project: tp.Optional[str], env: tp.Mapping[str, str], **config: t
 
 
 def _finish(run: dora.DoraRun, workspace: tp.Optional[tp.Union[str, Path]], outputs: tp.Optional[Path],
-            **info: tp.Any) -> dora.DoraRun:
+            node: tp.Optional[multinode.NodeSpec] = None, **info: tp.Any) -> dora.DoraRun:
+    if node is not None:
+        info["nodes"] = node.nnodes
+        info["processes"] = node.world_size
+        if node.node_rank:  # node 0 records and publishes the XP (one writer, as rank 0 alone writes checkpoints)
+            return run
     if not run.skipped or not run.xp.record:
         run.xp.write_record(**info)
     if outputs is not None:
@@ -287,13 +313,49 @@ def plan_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[st
     return LMPlan(args=args, dataset=dataset, codec=info, conditioning=conditioning, init_from=ref, env=env)
 
 
+def node_spec(spec: presets.Preset, gpus: tp.Optional[int] = None, nodes: tp.Optional[int] = None,
+              node_rank: tp.Optional[int] = None, master_addr: tp.Optional[str] = None,
+              master_port: tp.Optional[int] = None, *, require_rank: bool = True,
+              environ: tp.Optional[tp.Mapping[str, str]] = None) -> tp.Optional[multinode.NodeSpec]:
+    """The multi-node launch of a training call (flags first, then the cluster's variables); None: one machine.
+
+    Processes per node: ``gpus``, else ``$NUM_TRAINERS``/``$NPROC_PER_NODE``, else the preset's ``gpus`` (at least 1).
+    TrainingInputError (naming the flag) when it is incomplete.
+    """
+    try:
+        return multinode.resolve_nodes(nodes, node_rank, master_addr, master_port, gpus=gpus, environ=environ,
+                                       require_rank=require_rank, default_gpus=max(1, spec.gpus))
+    except multinode.MultiNodeError as exc:
+        raise TrainingInputError(str(exc)) from None
+
+
+def submit_slurm(args: tp.Sequence[str], partition: str, nodes: tp.Optional[int] = None, gpus: tp.Optional[int] = None,
+                 workspace: tp.Optional[tp.Union[str, Path]] = None, echo: bool = True,
+                 env: tp.Optional[tp.Mapping[str, str]] = None) -> dora.DoraRun:
+    """Hand the XP of ``args`` (:func:`musicpipe.presets.dora_run_args`) to Dora's SLURM launcher (``dora launch``).
+
+    ``nodes`` x ``gpus`` per node (:func:`musicpipe.multinode.slurm_launch_args`); returns once the job is
+    submitted (``dora info`` / ``squeue`` follow it). Every node of the job must see the workspace; Dora's SLURM
+    jobs set the distributed variables themselves (``dora.distrib``), so the torchrun checks do not run there.
+    """
+    try:
+        launch = multinode.slurm_launch_args(args, partition, int(nodes or 1), max(1, int(gpus or 1)))
+    except multinode.MultiNodeError as exc:
+        raise TrainingInputError(str(exc)) from None
+    logger.info("SLURM: dora %s", " ".join(launch))
+    return dora.run(args, workspace=workspace, echo=echo, env=env,
+                    command=[sys.executable, "-m", "dora", *launch])
+
+
 def train_codec(preset: str, dataset: tp.Optional[str] = None,
                 workspace: tp.Optional[tp.Union[str, Path]] = None, *, epochs: tp.Optional[int] = None,
                 batch_size: tp.Optional[int] = None, segment_seconds: tp.Optional[float] = None,
                 gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
                 outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, codec_check_every: tp.Optional[int] = None,
                 codec_check_samples: tp.Optional[int] = None, rerun: bool = False,
-                env: tp.Optional[tp.Mapping[str, str]] = None, wandb: tp.Optional[str] = None) -> dora.DoraRun:
+                env: tp.Optional[tp.Mapping[str, str]] = None, wandb: tp.Optional[str] = None,
+                nodes: tp.Optional[int] = None, node_rank: tp.Optional[int] = None,
+                master_addr: tp.Optional[str] = None, master_port: tp.Optional[int] = None) -> dora.DoraRun:
     """Train (or resume) an EnCodec codec with ``dora run`` on the compression solver.
 
     An XP that already trained all its epochs is not launched again (``rerun=True`` launches it anyway;
@@ -304,9 +366,13 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
     Every ``codec_check_every`` epochs (default ``$CODEC_CHECK_EVERY`` or 10; 0 = off) a codec quality
     check of ``codec_check_samples`` validation segments goes to ``<outputs>/codec_quality_check/<sig>/``.
     ``wandb``: a W&B project (default ``$WANDB_PROJECT``; None and unset: off); see :mod:`musicpipe.tracking`.
+    ``nodes``/``node_rank``/``master_addr``/``master_port`` (default: ``$NNODES``/``$NODE_RANK``/``$MASTER_ADDR``/
+    ``$MASTER_PORT`` and the other names of :data:`musicpipe.multinode.ENV_NAMES`): more than one node runs this
+    node's share under torchrun (:func:`node_spec`); run the same call on every node, over one shared workspace.
     """
     spec = presets.load_preset(preset)
     dataset = dataset or spec.dataset
+    node = node_spec(spec, gpus, nodes, node_rank, master_addr, master_port)
     counts = check_manifests(dataset, workspace)
     check_data(dataset, workspace)
     check_disk(workspace)
@@ -320,8 +386,9 @@ def train_codec(preset: str, dataset: tp.Optional[str] = None,
     if codec_check_samples is not None:
         env["CODEC_CHECK_SAMPLES"] = str(int(codec_check_samples))
     env.update(_wandb_env(wandb, env, kind="compression", preset=preset, dataset=dataset))
-    run = _launch(args, workspace, echo, env, rerun)
-    return _finish(run, workspace, outputs, kind="compression", preset=preset, dataset=dataset, args=args)
+    run = _launch(args, workspace, echo, env, rerun, node=node, dataset=dataset)
+    return _finish(run, workspace, outputs, kind="compression", preset=preset, dataset=dataset, args=args,
+                   node=node)
 
 
 def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[str] = None,
@@ -331,7 +398,9 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
              gpus: tp.Optional[int] = None, overrides: tp.Sequence[str] = (), echo: bool = True,
              outputs: tp.Optional[Path] = paths.OUTPUTS_DIR, rerun: bool = False,
              env: tp.Optional[tp.Mapping[str, str]] = None, wandb: tp.Optional[str] = None,
-             token_cache: tp.Optional[bool] = None, cache_workers: int = 0) -> dora.DoraRun:
+             token_cache: tp.Optional[bool] = None, cache_workers: int = 0, nodes: tp.Optional[int] = None,
+             node_rank: tp.Optional[int] = None, master_addr: tp.Optional[str] = None,
+             master_port: tp.Optional[int] = None) -> dora.DoraRun:
     """Train (or resume) a MusicGen LM: from scratch on ``codec``, or fine-tuning the release ``init_from``.
 
     ``codec``: a signature, an XP folder or checkpoint, ``latest`` (:meth:`musicpipe.xp.XP.latest`: the codec
@@ -343,7 +412,10 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
     ``token_cache`` (default: the preset's ``token_cache``): train from the dataset's token store for this codec
     (:mod:`musicpipe.token_cache`), building or updating it first (``cache_workers`` decoding processes); the
     XP signature is the same with or without it, and the XP's record names the store.
+    ``nodes``...``master_port``: a multi-node launch, as in :func:`train_codec`; with the token cache, node 0 builds
+    the store and the other nodes refuse until it is complete (build it first: ``musicpipe cache-tokens``).
     """
+    node = node_spec(presets.load_preset(preset), gpus, nodes, node_rank, master_addr, master_port)
     check_manifests(dataset or presets.load_preset(preset).dataset, workspace)
     check_data(dataset or presets.load_preset(preset).dataset, workspace)
     check_disk(workspace)
@@ -364,14 +436,24 @@ def train_lm(preset: str, codec: tp.Optional[str] = None, dataset: tp.Optional[s
     store: tp.Dict[str, str] = {}
 
     def build_store() -> tp.Dict[str, str]:
+        if node is not None and node.node_rank:
+            state = token_store.store_state(info.sig, plan.dataset, workspace, checkpoint=info.compression_checkpoint)
+            if state.get("state") != "current":
+                raise TrainingInputError(f"node {node.node_rank}: the token store of codec {info.sig} on "
+                                         f"{plan.dataset} is {state.get('state')} ({state.get('message')}): node 0 "
+                                         "builds it; run `musicpipe cache-tokens` once before starting the nodes")
+            store["path"] = str(state["path"])
+            return {token_store.ENV: str(state["path"])}
         summary = token_store.build_store(info.sig, plan.dataset, workspace, checkpoint=info.compression_checkpoint,
                                           num_workers=cache_workers)
         print(summary.line(), flush=True)
         store["path"] = str(summary.path)
         return {token_store.ENV: str(summary.path)}
 
-    run = _launch(plan.args, workspace, echo, env, rerun, before=build_store if use_cache else None)
-    return _finish(run, workspace, outputs, kind="musicgen", preset=preset, dataset=plan.dataset, codec=info.sig,
+    run = _launch(plan.args, workspace, echo, env, rerun, before=build_store if use_cache else None, node=node,
+                  dataset=plan.dataset, codec_checkpoint=info.compression_checkpoint)
+    return _finish(run, workspace, outputs, node=node, kind="musicgen", preset=preset, dataset=plan.dataset,
+                   codec=info.sig,
                    conditioning=plan.conditioning, args=plan.args,
                    **({"init_from": plan.init_from} if plan.init_from else {}),
                    **({"token_cache": store["path"]} if store else {}))

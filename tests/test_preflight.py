@@ -256,6 +256,32 @@ def test_batch_not_divisible_by_processes(ws: Path) -> None:
     assert ok.get("batch").status == pf.PASS and ok.settings["dora_args"][:4] == ["run", "-d", "--ddp_workers", "2"]
 
 
+def test_nodes_multiply_the_processes_and_show_the_allreduce_arithmetic(ws: Path, monkeypatch) -> None:
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    report = pf.run_preflight(NAME, workspace=ws, nodes=2)  # demo_cpu: 1 process per node, world size 2
+    assert report.get("batch").status == pf.PASS and report.settings["processes"] == 2
+    nodes = report.get("nodes")
+    assert nodes.status == pf.PASS, report.format()  # the tiny codec's gradients are small
+    params = nodes.details["parameters"]
+    assert nodes.message.startswith("2 nodes x 1 process = world size 2; gloo picks the interface")
+    assert f"{params / 1e6:.1f}M parameters x 4 B" in nodes.message and "2 x (2-1)/2" in nodes.message
+    assert nodes.details["allreduce_bytes_per_step"] == pytest.approx(params * 4)  # 2 x 1/2 x G
+    # 3 nodes: batch 2 cannot be split in 3
+    assert "not divisible by the 3 processes" in _broken(pf.run_preflight(NAME, workspace=ws, nodes=3), "batch")
+
+
+def test_nodes_check_on_a_gpu_preset_names_the_interface_and_warns_about_bandwidth() -> None:
+    # musicgen-small's LM (dim 1024, 24 layers, 4 codebooks of 2048: musicpipe.sizing.lm_parameters), 2 nodes x 4 GPUs
+    params = 318_871_552
+    result = pf.check_nodes(2, 4, "cuda", params, env={})
+    assert result.status == pf.WARN
+    assert "NCCL_SOCKET_IFNAME is unset" in result.message and "ens1, not eth0" in result.message
+    assert "318.9M parameters x 4 B = 1.28 GB of fp32 gradients" in result.message
+    assert "2 x (8-1)/8 x that = 2.23 GB per process per step (17.9 Gbit at 1 step/s)" in result.message
+    named = pf.check_nodes(2, 4, "cuda", params, env={"NCCL_SOCKET_IFNAME": "ens1"})
+    assert "NCCL_SOCKET_IFNAME=ens1" in named.message and "must be fast" in named.message
+
+
 def test_gpu_preset(ws: Path) -> None:
     report = pf.run_preflight(NAME, workspace=ws, preset="fma_small_mini")
     assert report.get("config").details["device"] == "cuda"

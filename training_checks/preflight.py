@@ -33,6 +33,10 @@ Each check gives ``PASS``, ``WARN`` or ``FAIL`` with a message that names the fi
   fewer visible GPUs than the processes it launches; it warns when another process holds a GPU's memory.
 - ``batch``: ``dataset.batch_size`` (and each split's own ``batch_size``) is divisible by the number of
   processes, which ``audiocraft.train.get_solver`` asserts.
+- ``nodes`` (``--nodes N`` > 1, a multi-node launch, :mod:`musicpipe.multinode`): the world size (nodes x processes per
+  node; ``batch`` and ``epoch`` use it), the network interface (``NCCL_SOCKET_IFNAME`` for CUDA presets: WARN when
+  unset; RunPod Instant Clusters want ``ens1``, not the management ``eth0``) and the gradient all-reduce each step
+  needs across nodes, with its arithmetic (WARN from 100 MB per step: fast links needed).
 - ``env MUSICPIPE_WORKSPACE``: the dset configs read data through ``${oc.env:MUSICPIPE_WORKSPACE}``; musicpipe sets
   it for its own runs, but a different value in this shell sends a manual ``dora run``/``dora info`` to other
   data (WARN).
@@ -87,7 +91,7 @@ import logging
 import os
 import typing as tp
 
-from musicpipe import atomic, audiocraft_env, config, datacheck, manifests, paths, presets, sizing, training
+from musicpipe import atomic, audiocraft_env, config, datacheck, manifests, multinode, paths, presets, sizing, training
 from musicpipe import split as split_mod
 from musicpipe import token_cache as token_store
 
@@ -724,6 +728,49 @@ def check_batch(batch_size: tp.Optional[int], split_batch_sizes: tp.Mapping[str,
                        f"{_plural(world, 'process')}", {"processes": world, **sizes})
 
 
+ALLREDUCE_WARN_BYTES = 100e6  # per process and step: beyond this, inter-node links decide the speed
+
+
+def check_nodes(nodes: int, per_node: int, device: str, params: tp.Optional[int],
+                env: tp.Mapping[str, str]) -> CheckResult:
+    """A multi-node launch: world size, network interface, and the gradient traffic per step (with its arithmetic)."""
+    world = nodes * per_node
+    cuda = str(device).startswith("cuda")
+    var = "NCCL_SOCKET_IFNAME" if cuda else "GLOO_SOCKET_IFNAME"
+    iface = env.get(var)
+    details: tp.Dict[str, tp.Any] = {"nodes": nodes, "processes_per_node": per_node, "world_size": world,
+                                     var: iface, "parameters": params}
+    parts = [f"{nodes} nodes x {_plural(per_node, 'process')} = world size {world}"]
+    warn = []
+    if iface:
+        parts.append(f"{var}={iface}")
+    elif cuda:
+        warn.append(f"{var} is unset: NCCL picks an interface itself, possibly the management one; set it to the "
+                    "inter-node interface on every node (RunPod Instant Clusters: ens1, not eth0)")
+    else:
+        parts.append(f"gloo picks the interface ({var} unset)")
+    if params:
+        per_step = multinode.allreduce_bytes_per_step(params, world)
+        details["allreduce_bytes_per_step"] = per_step
+        arithmetic = (f"each step all-reduces {params / 1e6:.1f}M parameters x 4 B = {params * 4 / 1e9:.3g} GB of fp32 "
+                      f"gradients; a ring all-reduce sends and receives 2 x ({world}-1)/{world} x that = "
+                      f"{per_step / 1e9:.3g} GB per process per step ({per_step * 8 / 1e9:.3g} Gbit at 1 step/s)")
+        if per_step >= ALLREDUCE_WARN_BYTES:
+            warn.append(arithmetic + ": inter-node links must be fast (InfiniBand/RoCE, 100+ Gbit/s), or the nodes "
+                        "wait on the network")
+        else:
+            parts.append(arithmetic)
+    if warn:
+        return CheckResult("nodes", WARN, "; ".join(parts + warn), details)
+    return CheckResult("nodes", PASS, "; ".join(parts), details)
+
+
+def _model_parameters(cfg: tp.Any, solver: str) -> int:
+    if solver == "musicgen":
+        return sizing.lm_parameters_from_cfg(cfg)
+    return sizing.codec_parameters_from_cfg(cfg)[0]
+
+
 def check_env_workspace(env: tp.Mapping[str, str], ws: Path) -> CheckResult:
     """``$MUSICPIPE_WORKSPACE`` against the workspace checked (dset configs interpolate it)."""
     value = env.get(paths.WORKSPACE_ENV)
@@ -832,7 +879,7 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
                   sample: tp.Optional[int] = DEFAULT_SAMPLE, seed: int = 0, gpus: tp.Optional[int] = None,
                   overrides: tp.Sequence[str] = (), min_free_gb: tp.Optional[float] = None,
                   min_long_share: float = 0.5, t5_timeout: float = 5.0,
-                  token_cache: tp.Optional[bool] = None) -> PreflightReport:
+                  token_cache: tp.Optional[bool] = None, nodes: tp.Optional[int] = None) -> PreflightReport:
     """Run every check for training ``solver`` on ``dataset`` with ``preset``; see the module docstring.
 
     Args:
@@ -853,6 +900,8 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
         min_long_share: below this share of train audio in long-enough files, ``segment length`` warns.
         t5_timeout: seconds for the hub request of the T5 check.
         token_cache: musicgen only: training will read the dataset's token store (None: the preset's setting).
+        nodes: machines of a multi-node launch (``train-* --nodes``), each running ``gpus`` processes: the world
+            size is their product (``batch``, ``epoch``), and ``nodes`` checks the network (:func:`check_nodes`).
 
     Raises:
         PreflightError: bad arguments only (unknown preset/solver/conditioner, codec for the compression solver...).
@@ -877,6 +926,8 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
         raise PreflightError(f"sample must be at least 1 (or None for all files), got {sample}")
     if gpus is not None and gpus < 0:
         raise PreflightError(f"gpus must be >= 0, got {gpus}")
+    if nodes is not None and nodes < 1:
+        raise PreflightError(f"nodes must be >= 1, got {nodes}")
     if not dataset or "/" in dataset:
         raise PreflightError(f"invalid dataset name {dataset!r}")
     try:
@@ -887,7 +938,9 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
     env = dict(os.environ)  # before composing, which activates AudioCraft's environment for a moment
     ws = paths.workspace_root(workspace)
     n_proc = spec.gpus if gpus is None else int(gpus)
-    world = max(1, n_proc)
+    per_node = max(1, n_proc)
+    n_nodes = int(nodes or 1)
+    world = per_node * n_nodes
     results: tp.List[CheckResult] = []
 
     def guarded(name: str, fn: tp.Callable[[], tp.Any]) -> tp.Any:
@@ -971,9 +1024,12 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
     guarded("disk", lambda: results.append(check_disk_forecast(ws, forecast, need_gb)))
     guarded("workspace", lambda: results.append(check_workspace_writable(ws)))
     if raw_cfg is not None:
-        guarded("shm", lambda: results.append(check_shm(raw_cfg, world)))
+        guarded("shm", lambda: results.append(check_shm(raw_cfg, per_node)))  # one machine's ranks
         guarded("epoch", lambda: results.append(check_epoch(raw_cfg, world)))
-    guarded("gpu", lambda: results.append(check_gpu(cfg.device, world, preset, cfg.batch_size)))
+    guarded("gpu", lambda: results.append(check_gpu(cfg.device, per_node, preset, cfg.batch_size)))
+    if n_nodes > 1:
+        guarded("nodes", lambda: results.append(check_nodes(
+            n_nodes, per_node, cfg.device, _model_parameters(raw_cfg, solver) if raw_cfg is not None else None, env)))
     guarded("batch", lambda: results.append(check_batch(cfg.batch_size, cfg.split_batch_sizes, world, preset)))
     guarded("env MUSICPIPE_WORKSPACE", lambda: results.append(check_env_workspace(env, ws)))
     guarded("env AUDIOCRAFT_DORA_DIR", lambda: results.append(check_env_dora_dir(env, ws)))
@@ -988,6 +1044,7 @@ def run_preflight(dataset: str, solver: str = "compression", codec: tp.Optional[
         if info is not None and (spec.token_cache if token_cache is None else token_cache):
             guarded("token cache", lambda: results.append(check_token_cache(info, dataset, ws)))
     settings = {"sample": sample, "seed": seed, "conditioner": conditioner, "init_from": init_from, "processes": world,
+                "nodes": n_nodes,
                 "overrides": list(overrides), "min_free_gb": need_gb, "min_long_share": min_long_share,
                 "dora_args": args}
     report = PreflightReport(dataset=dataset, solver=solver, preset=preset, workspace=str(ws),
@@ -1033,6 +1090,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"files decoded per split, or 'all' (default {DEFAULT_SAMPLE})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gpus", type=int, default=None, help="processes/GPUs to launch (default: the preset's)")
+    parser.add_argument("--nodes", type=int, default=None,
+                        help="machines of a multi-node launch, each running --gpus processes (default 1)")
     parser.add_argument("--min-free-gb", type=float, default=None,
                         help="free disk needed (default 1 GiB for CPU presets, 10 GiB for GPU presets)")
     parser.add_argument("--token-cache", dest="token_cache", action="store_true", default=None,
@@ -1052,7 +1111,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     try:
         report = run_preflight(args.dataset, args.solver, args.codec, args.preset, args.workspace,
                                conditioner=args.conditioner, init_from=args.init_from, sample=args.sample, seed=args.seed, gpus=args.gpus,
-                               overrides=args.overrides, min_free_gb=args.min_free_gb, token_cache=args.token_cache)
+                               overrides=args.overrides, min_free_gb=args.min_free_gb, token_cache=args.token_cache,
+                               nodes=args.nodes)
     except PreflightError as exc:
         print(f"preflight: error: {exc}", file=sys.stderr)
         return 2

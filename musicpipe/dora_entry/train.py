@@ -3,8 +3,10 @@
 Importing this module (which every Dora process does) sets the environment, lets torch load
 AudioCraft checkpoints, falls back to gloo without CUDA and registers training hooks; then it
 re-exports AudioCraft's Hydra/Dora main unchanged, so XP signatures are AudioCraft's own.
-Hooks: codec quality checks (:mod:`.hooks`), training stability (:mod:`.stability_hooks`, ``MUSICPIPE_STABILITY``
-and ``STABILITY_*``), the LM token cache (:mod:`.token_cache_hook`, ``MUSICPIPE_TOKEN_CACHE``), curriculum state carry-over (:mod:`.carry_state`, ``MUSICPIPE_CARRY_STATE``), a full disk at a checkpoint (:mod:`.disk_full`), W&B (:mod:`.wandb_hooks`,
+Hooks: the multi-node agreement check (:mod:`.node_agreement`, ``MUSICPIPE_NODE_FACTS``), codec quality checks
+(:mod:`.hooks`), training stability (:mod:`.stability_hooks`, ``MUSICPIPE_STABILITY`` and ``STABILITY_*``), the LM
+token cache (:mod:`.token_cache_hook`, ``MUSICPIPE_TOKEN_CACHE``), curriculum state carry-over (:mod:`.carry_state`,
+``MUSICPIPE_CARRY_STATE``), a full disk at a checkpoint (:mod:`.disk_full`), W&B (:mod:`.wandb_hooks`,
 ``MUSICPIPE_WANDB_PROJECT``), then ``MUSICPIPE_EXTRA_HOOKS=module:function[,module:function]`` (:func:`install_extra_hooks`).
 
 Example (what :mod:`musicpipe.dora` runs for you):
@@ -25,6 +27,7 @@ from musicpipe.dora_entry.carry_state import install_carry_state_hook  # noqa: E
 from musicpipe.dora_entry.disk_full import install_disk_full_hook  # noqa: E402
 from musicpipe.dora_entry.hooks import install_codec_check_hook  # noqa: E402
 from musicpipe.dora_entry.loader_workers import install_loader_workers_hook  # noqa: E402
+from musicpipe.dora_entry.node_agreement import install_node_agreement_hook  # noqa: E402
 from musicpipe.dora_entry.retention import install_retention_hook  # noqa: E402
 from musicpipe.dora_entry.stability_hooks import install_stability_hooks  # noqa: E402
 from musicpipe.dora_entry.token_cache_hook import install_token_cache_hook  # noqa: E402
@@ -71,6 +74,7 @@ install_carry_state_hook()
 install_wandb_hook()
 install_retention_hook()  # checkpoint.keep_last; after the stability hooks: prunes only once a save succeeded
 install_loader_workers_hook()  # dataset.num_workers sized to this machine
+install_node_agreement_hook()  # MUSICPIPE_NODE_FACTS (multi-node launch): all ranks see one workspace, before training
 install_token_cache_hook()  # MUSICPIPE_TOKEN_CACHE: train the LM from a token store (musicpipe.token_cache)
 install_disk_full_hook()  # a checkpoint write that fills the disk: one line, no partial file
 # Keep last (after any other install_* line): researchers' hooks wrap ours.
