@@ -223,7 +223,7 @@ def falls_short(decoded_seconds: float, declared_seconds: tp.Optional[float]) ->
     """Whether a decode ended clearly before the container's declared duration (a truncated file?).
 
     Example:
-        >>> falls_short(9.0, 10.0), falls_short(99.0, 100.0), falls_short(97.0, 100.0), falls_short(5.0, None)
+        >>> falls_short(8.5, 10.0), falls_short(99.0, 100.0), falls_short(97.0, 100.0), falls_short(5.0, None)
         (True, False, True, False)
     """
     return bool(declared_seconds) and decoded_seconds < declared_seconds - max(1.0, 0.02 * declared_seconds)
