@@ -248,6 +248,27 @@ def _trouble(logs: tp.Sequence[tp.Tuple[int, str, str]]) -> tp.Optional[str]:
     return None
 
 
+_listening: tp.List[tp.Any] = []  # PyAV's log settings to restore, one entry per fast decode under way
+
+
+def _listen_to_ffmpeg(on: bool) -> None:
+    """Route FFmpeg's warnings and errors to PyAV's captures while any fast decode is under way (counted, so two
+    fast generators interleaved in one process do not switch it off under each other), then restore PyAV's
+    settings."""
+    import av.logging
+
+    if on:
+        _listening.append((av.logging.get_level(), av.logging.get_skip_repeated()))
+        if len(_listening) == 1:
+            av.logging.set_level(av.logging.WARNING)  # PyAV passes libav* messages to its callback only with a level
+            av.logging.set_skip_repeated(False)  # else a repeat tally of one file lands in the next file's capture
+    else:
+        level, skip_repeated = _listening.pop()
+        if not _listening:
+            av.logging.set_level(level)
+            av.logging.set_skip_repeated(skip_repeated)
+
+
 def _stream_mono_fast(path: PathLike, sample_rate: int, block_seconds: float,
                       stats: tp.Optional[tp.Dict[str, tp.Any]]) -> tp.Iterator[np.ndarray]:
     """``stream_mono(fast=True)``: amovie -> aformat -> abuffersink, pulled once per block."""
@@ -272,15 +293,13 @@ def _stream_mono_fast(path: PathLike, sample_rate: int, block_seconds: float,
     reason: tp.Optional[str] = None
     held: tp.Optional[np.ndarray] = None  # the newest block: yielded once the next one (or a clean end) is seen
     total = 0
-    level, skip_repeated = av.logging.get_level(), av.logging.get_skip_repeated()
-    av.logging.set_level(av.logging.WARNING)  # PyAV hands libav* messages to its callback only while a level is set
-    av.logging.set_skip_repeated(False)  # else a repeat tally of one file is emitted into the next file's capture
+    _listen_to_ffmpeg(True)
     try:
         with av.logging.Capture(local=False) as logs:
             try:
                 graph = av.filter.Graph()
                 # kwargs reach FFmpeg as an options dict: no escaping of ':' or quotes in the path
-                src = graph.add("amovie", filename=str(path), streams="a:0")
+                src = graph.add("amovie", filename=str(path), streams="a:0", dec_threads="1")
                 fmt = graph.add("aformat", sample_fmts="flt", channel_layouts="mono", sample_rates=str(sample_rate))
                 sink = graph.add("abuffersink")
                 src.link_to(fmt)
@@ -312,8 +331,7 @@ def _stream_mono_fast(path: PathLike, sample_rate: int, block_seconds: float,
             if reason is None:
                 reason = _trouble(logs)
     finally:
-        av.logging.set_level(level)
-        av.logging.set_skip_repeated(skip_repeated)
+        _listen_to_ffmpeg(False)
     declared = stats["declared_duration"]
     if reason is None and total == 0:
         reason = "no audio decoded"

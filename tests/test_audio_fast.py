@@ -206,3 +206,16 @@ def test_prepare_gives_the_careful_paths_dataset_and_redoes_only_damaged_tracks(
     assert any("corrupt packet" in w for w in warned[prepare.safe_track_id("late damage.mp3")])
     assert any("truncated" in w for w in warned[prepare.safe_track_id("truncated.mp3")])
     assert [q["reason_code"] for q in careful["report"]["quarantined"]] == ["too_short"]
+
+
+def test_interleaved_fast_decodes_keep_listening_to_ffmpeg_until_the_last_ends(tmp_path, ffmpeg):
+    import av.logging
+
+    one = make_audio(tmp_path / "one.ogg", 3.0, kind="chirp")
+    two = make_audio(tmp_path / "two.mp3", 3.0, kind="chirp")
+    first = audio.stream_mono(one, SR, 1.0, fast=True)
+    next(first)
+    assert [len(b) for b in audio.stream_mono(two, SR, 1.0, fast=True)] == [SR] * 3
+    assert av.logging.get_level() == av.logging.WARNING  # the first is still decoding: still captured
+    assert len(list(first)) == 2
+    assert av.logging.get_level() is None and av.logging.get_skip_repeated()
