@@ -229,9 +229,12 @@ def falls_short(decoded_seconds: float, declared_seconds: tp.Optional[float]) ->
     return bool(declared_seconds) and decoded_seconds < declared_seconds - max(1.0, 0.02 * declared_seconds)
 
 
-# FFmpeg messages the amovie graph logs on every clean file; anything else at warning level or above is trouble.
+# FFmpeg messages that say nothing about the audio: two the amovie graph logs on every clean file, and the demuxer's
+# note on a file without a duration header (a CBR MP3 without a Xing/Info frame; the duration it estimates still goes
+# through the falls-short rule). Anything else at warning level or above is trouble.
 _BENIGN_FFMPEG_LOGS = (("abuffersink", "buffers queued in abuffersink"),
-                       ("amovie", "Channel layout is not set in output stream"))
+                       ("amovie", "Channel layout is not set in output stream"),
+                       ("", "Estimating duration from bitrate, this may be inaccurate"))
 
 
 _REPEAT_NOTE = re.compile(r"\(repeated \d+ more times\)$")
@@ -240,7 +243,7 @@ _REPEAT_NOTE = re.compile(r"\(repeated \d+ more times\)$")
 def _trouble(logs: tp.Sequence[tp.Tuple[int, str, str]]) -> tp.Optional[str]:
     """The first captured FFmpeg message that is not benign, as ``[name] message``, or None."""
     for _level, name, message in logs:
-        if any(name == n and m in message for n, m in _BENIGN_FFMPEG_LOGS):
+        if any((name == n or not n) and m in message for n, m in _BENIGN_FFMPEG_LOGS):
             continue
         if _REPEAT_NOTE.search(message):  # PyAV's tally of a repeat that ended before this capture began
             continue

@@ -62,6 +62,19 @@ def test_a_clean_file_takes_the_fast_path_and_gives_the_careful_paths_blocks(tmp
     assert fast["graphs"] == 1 and len(b) <= fast["graph_pulls"] <= len(b) + 1  # one pull per block, one for EOF
 
 
+def test_an_mp3_without_a_duration_header_still_takes_the_fast_path(tmp_path, ffmpeg):
+    """CBR MP3s without a Xing/Info frame make the demuxer log "Estimating duration from bitrate": no trouble."""
+    import subprocess
+
+    src = tmp_path / "noxing.mp3"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=440:duration=25",
+                    "-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "192k", "-write_xing", "0", str(src)],
+                   check=True)
+    a, careful, b, fast = _both(src)
+    assert fast["path"] == "amovie" and _identical(a, b)
+    assert {k: fast[k] for k in STAT_KEYS} == {k: careful[k] for k in STAT_KEYS}
+
+
 def test_fast_blocks_keep_the_contract_when_the_length_is_a_whole_number_of_blocks(tmp_path, ffmpeg):
     src = make_audio(tmp_path / "x.wav", 4.0, sample_rate=32000, kind="chirp")
     stats: tp.Dict[str, tp.Any] = {}
