@@ -1,7 +1,7 @@
 """Throughput of `prepare` against the ffmpeg CLI, with the same number of processes, measured in one run.
 
     .venv/bin/python benchmarks/prepare_throughput.py [--jobs 1 2] [--repeats 2] [--long-minutes 5]
-        [--long-per-codec 2] [--clips 60] [--rss-minutes 60] [--no-extras] [--inputs DIR]
+        [--long-per-codec 2] [--clips 60] [--rss-minutes 60] [--no-extras] [--inputs DIR] [--with-careful]
 
 1. Two corpora made with the ffmpeg CLI in a temp folder, 44.1 kHz stereo, music-like (detuned tones with
    tremolo and vibrato, a bass line, pink noise, an echo; different per file):
@@ -13,7 +13,8 @@
    the loop a user writes by hand, one ffmpeg per file cutting 10 s WAV segments
    (``-ac 1 -ar 32000 -f segment -segment_time 10 out/%03d.wav``); and ``prepare`` (``force=True``: decode,
    gates, WAV + sidecars, split, manifests). Prints audio seconds per wall second and the ratios of prepare to
-   the hand loop and to decode only.
+   the hand loop and to decode only. ``--with-careful`` adds a fifth way, interleaved with the others: prepare
+   with the fast (amovie) decode off (``MUSICPIPE_FAST_DECODE=0``), and the ratio of the two prepares.
 3. The no-op re-run of the prepared clips (nothing changed): milliseconds per track.
 4. Peak RSS of one prepare worker on a ``--rss-minutes`` MP3 against a 30 s clip (separate processes).
 5. For the Range-fetched mini subset: bytes downloaded against the selected members' compressed sizes
@@ -140,15 +141,31 @@ def prepare_run(files: tp.Sequence[Path], jobs: int, out: Path, force: bool = Tr
     return time.perf_counter() - start
 
 
+def prepare_careful(files: tp.Sequence[Path], jobs: int, out: Path) -> float:
+    """``prepare`` with the fast (amovie) decode turned off: every file through the careful per-packet path."""
+    from musicpipe.prepare import FAST_DECODE_ENV
+
+    before = os.environ.get(FAST_DECODE_ENV)
+    os.environ[FAST_DECODE_ENV] = "0"  # read by each worker when it converts a track
+    try:
+        return prepare_run(files, jobs, out)
+    finally:
+        if before is None:
+            del os.environ[FAST_DECODE_ENV]
+        else:
+            os.environ[FAST_DECODE_ENV] = before
+
+
 METHODS = {"ffmpeg decode only": decode_only, "ffmpeg decode+resample": decode_resample,
            "ffmpeg segment loop": ffmpeg_segments, "prepare": prepare_run}
 
 
-def measure(files: tp.Sequence[Path], jobs: int, repeats: int, tmp: Path) -> tp.Dict[str, float]:
+def measure(files: tp.Sequence[Path], jobs: int, repeats: int, tmp: Path,
+            methods: tp.Mapping[str, tp.Callable[..., float]] = METHODS) -> tp.Dict[str, float]:
     """Best wall seconds of each method; the repeats interleave the methods."""
-    best = {name: float("inf") for name in METHODS}
+    best = {name: float("inf") for name in methods}
     for _ in range(repeats):
-        for name, method in METHODS.items():
+        for name, method in methods.items():
             best[name] = min(best[name], method(files, jobs, tmp / f"out_{name.replace(' ', '_')}"))
     return best
 
@@ -199,6 +216,8 @@ def main() -> None:
     parser.add_argument("--rss-minutes", type=float, default=60.0, help="length of the long input for peak RSS")
     parser.add_argument("--no-extras", action="store_true", help="throughput only (no RSS, no Range check)")
     parser.add_argument("--inputs", help="folder to keep the generated corpora in and reuse (default: a temp folder)")
+    parser.add_argument("--with-careful", action="store_true",
+                        help="also time prepare with the fast decode off (MUSICPIPE_FAST_DECODE=0), interleaved")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("musicpipe.split").setLevel(logging.ERROR)  # few tracks: the split falls back, as it should
@@ -210,19 +229,26 @@ def main() -> None:
         corpora = {"long": sorted(long_dir.glob("long_*"))
                    or make_long(long_dir, args.long_minutes, args.long_per_codec),
                    "clips": sorted(clips_dir.glob("clip_*.mp3")) or make_clips(clips_dir, args.clips)}
+        methods = dict(METHODS, **({"prepare careful": prepare_careful} if args.with_careful else {}))
         header = (f"{'corpus':<7}{'jobs':>5}{'decode only':>13}{'+resample':>11}{'seg. loop':>11}{'prepare':>9}"
-                  f"{'prep/loop':>11}{'prep/decode':>13}")
+                  f"{'prep/loop':>11}{'prep/decode':>13}"
+                  + (f"{'careful':>9}{'car/loop':>10}{'car/decode':>12}{'prep/car':>10}" if args.with_careful else ""))
         print(f"audio seconds per wall second, best of {args.repeats}; {os.cpu_count()} cores")
         print(header)
         for name, files in corpora.items():
             seconds = audio_seconds(files)
             for jobs in args.jobs:
-                best = measure(files, jobs, args.repeats, tmp / "work")
+                best = measure(files, jobs, args.repeats, tmp / "work", methods)
                 rate = {k: seconds / v for k, v in best.items()}
+                careful = ""
+                if args.with_careful:
+                    c = rate["prepare careful"]
+                    careful = (f"{c:>9.0f}{c / rate['ffmpeg segment loop']:>10.2f}"
+                               f"{c / rate['ffmpeg decode only']:>12.2f}{rate['prepare'] / c:>10.2f}")
                 print(f"{name:<7}{jobs:>5}{rate['ffmpeg decode only']:>13.0f}{rate['ffmpeg decode+resample']:>11.0f}"
                       f"{rate['ffmpeg segment loop']:>11.0f}{rate['prepare']:>9.0f}"
                       f"{rate['prepare'] / rate['ffmpeg segment loop']:>11.2f}"
-                      f"{rate['prepare'] / rate['ffmpeg decode only']:>13.2f}", flush=True)
+                      f"{rate['prepare'] / rate['ffmpeg decode only']:>13.2f}{careful}", flush=True)
         print(f"(long: {len(corpora['long'])} files of {args.long_minutes:g} min, OGG Vorbis/MP3/FLAC; "
               f"clips: {len(corpora['clips'])} MP3s of 30 s; all 44.1 kHz stereo)")
         clips = corpora["clips"]

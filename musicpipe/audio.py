@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 import typing as tp
 from pathlib import Path
 
@@ -44,6 +45,27 @@ class AudioDecodeError(Exception):
 
     def __init__(self, path: PathLike, reason: str) -> None:
         super().__init__(str(path), reason)  # both in args: survives pickling across processes
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class CarefulDecodeNeeded(Exception):
+    """The fast path (``stream_mono(..., fast=True)``) met trouble after it had already yielded blocks.
+
+    Decode the file again with ``fast=False`` and throw away what the fast attempt produced: the careful path
+    skips corrupt packets one by one, counts them and rebuilds the converter on a format change, which the
+    fast path cannot. Raised only once blocks were handed out; trouble seen before that falls back silently.
+
+    Example:
+        >>> str(CarefulDecodeNeeded("/x/a.ogg", "ffmpeg said: [ogg] CRC mismatch!"))
+        '/x/a.ogg: ffmpeg said: [ogg] CRC mismatch!'
+    """
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        super().__init__(str(path), reason)
         self.path = str(path)
         self.reason = reason
 
@@ -154,7 +176,7 @@ def _converter(frame: tp.Any, sample_rate: int, frame_size: int) -> tp.Tuple[tp.
 
 
 def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float = 10.0,
-                stats: tp.Optional[tp.Dict[str, tp.Any]] = None) -> tp.Iterator[np.ndarray]:
+                stats: tp.Optional[tp.Dict[str, tp.Any]] = None, fast: bool = False) -> tp.Iterator[np.ndarray]:
     """Decode ``path`` to mono float32 at ``sample_rate``, yielding blocks of ``block_seconds``.
 
     Every block has exactly ``round(block_seconds * sample_rate)`` samples except the last, which is
@@ -169,11 +191,170 @@ def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float =
         stats: optional dict filled while decoding: ``source_sample_rate``, ``source_channels``, ``codec``,
             ``declared_duration`` (container's claim, or None), ``skipped_packets``, ``samples`` (output),
             ``graphs`` (converters built: more than one when the input format changes mid-stream) and
-            ``graph_pulls`` (calls for output: about one per block).
+            ``graph_pulls`` (calls for output: about one per block), and ``path``: ``"careful"`` or ``"amovie"``
+            (the decode that produced the blocks).
+        fast: let FFmpeg's ``amovie`` source read and decode the file inside the filter graph (no Python per
+            packet: 20-30% less CPU on OGG and MP3). It yields exactly what the careful path yields, or hands
+            over: any FFmpeg warning or error (corrupt packet, format change, damaged container), or fewer
+            samples than the container declares (the rule ``prepare`` warns by), means the careful path must
+            decide. Trouble found before the first block falls back here at no cost; after it,
+            ``CarefulDecodeNeeded`` is raised and the caller must discard the blocks and call again with
+            ``fast=False``. Captures FFmpeg's log process-wide while it runs (one fast decode at a time).
 
     Raises:
         AudioDecodeError: unreadable file, no audio stream, nothing decodable, or too many corrupt packets.
+        CarefulDecodeNeeded: only with ``fast=True``, see above.
     """
+    if fast:
+        yield from _stream_mono_fast(path, sample_rate, block_seconds, stats)
+    else:
+        yield from _stream_mono_careful(path, sample_rate, block_seconds, stats)
+
+
+def _declared_duration(container: tp.Any, stream: tp.Any) -> tp.Optional[float]:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def falls_short(decoded_seconds: float, declared_seconds: tp.Optional[float]) -> bool:
+    """Whether a decode ended clearly before the container's declared duration (a truncated file?).
+
+    Example:
+        >>> falls_short(8.5, 10.0), falls_short(99.0, 100.0), falls_short(97.0, 100.0), falls_short(5.0, None)
+        (True, False, True, False)
+    """
+    return bool(declared_seconds) and decoded_seconds < declared_seconds - max(1.0, 0.02 * declared_seconds)
+
+
+# FFmpeg messages that say nothing about the audio: two the amovie graph logs on every clean file, and the demuxer's
+# note on a file without a duration header (a CBR MP3 without a Xing/Info frame; the duration it estimates still goes
+# through the falls-short rule). Anything else at warning level or above is trouble.
+_BENIGN_FFMPEG_LOGS = (("abuffersink", "buffers queued in abuffersink"),
+                       ("amovie", "Channel layout is not set in output stream"),
+                       ("", "Estimating duration from bitrate, this may be inaccurate"))
+
+
+_REPEAT_NOTE = re.compile(r"\(repeated \d+ more times\)$")
+
+
+def _trouble(logs: tp.Sequence[tp.Tuple[int, str, str]]) -> tp.Optional[str]:
+    """The first captured FFmpeg message that is not benign, as ``[name] message``, or None."""
+    for _level, name, message in logs:
+        if any((name == n or not n) and m in message for n, m in _BENIGN_FFMPEG_LOGS):
+            continue
+        if _REPEAT_NOTE.search(message):  # PyAV's tally of a repeat that ended before this capture began
+            continue
+        return f"ffmpeg said: [{name}] {message.strip()}"
+    return None
+
+
+_listening: tp.List[tp.Any] = []  # PyAV's log settings to restore, one entry per fast decode under way
+
+
+def _listen_to_ffmpeg(on: bool) -> None:
+    """Route FFmpeg's warnings and errors to PyAV's captures while any fast decode is under way (counted, so two
+    fast generators interleaved in one process do not switch it off under each other), then restore PyAV's
+    settings."""
+    import av.logging
+
+    if on:
+        _listening.append((av.logging.get_level(), av.logging.get_skip_repeated()))
+        if len(_listening) == 1:
+            av.logging.set_level(av.logging.WARNING)  # PyAV passes libav* messages to its callback only with a level
+            av.logging.set_skip_repeated(False)  # else a repeat tally of one file lands in the next file's capture
+    else:
+        level, skip_repeated = _listening.pop()
+        if not _listening:
+            av.logging.set_level(level)
+            av.logging.set_skip_repeated(skip_repeated)
+
+
+def _stream_mono_fast(path: PathLike, sample_rate: int, block_seconds: float,
+                      stats: tp.Optional[tp.Dict[str, tp.Any]]) -> tp.Iterator[np.ndarray]:
+    """``stream_mono(fast=True)``: amovie -> aformat -> abuffersink, pulled once per block."""
+    import av
+    import av.logging
+
+    block = int(round(block_seconds * sample_rate))
+    if block <= 0:
+        raise ValueError(f"block_seconds * sample_rate must be at least one sample, got {block_seconds} s")
+    stats = stats if stats is not None else {}
+    container = _open(path)  # the careful path's errors for missing, empty, unreadable files; the stats
+    try:
+        stream = _audio_stream(container, path)
+        ctx = stream.codec_context
+        info = dict(source_sample_rate=int(ctx.sample_rate or 0), source_channels=int(ctx.channels or 0),
+                    codec=str(ctx.name), declared_duration=_declared_duration(container, stream))
+    finally:
+        container.close()
+    stats.update(info, skipped_packets=0, samples=0, graphs=1, graph_pulls=0, path="amovie")
+
+    yielded = 0
+    reason: tp.Optional[str] = None
+    held: tp.Optional[np.ndarray] = None  # the newest block: yielded once the next one (or a clean end) is seen
+    total = 0
+    _listen_to_ffmpeg(True)
+    try:
+        with av.logging.Capture(local=False) as logs:
+            try:
+                graph = av.filter.Graph()
+                # kwargs reach FFmpeg as an options dict: no escaping of ':' or quotes in the path
+                src = graph.add("amovie", filename=str(path), streams="a:0", dec_threads="1")
+                fmt = graph.add("aformat", sample_fmts="flt", channel_layouts="mono", sample_rates=str(sample_rate))
+                sink = graph.add("abuffersink")
+                src.link_to(fmt)
+                fmt.link_to(sink)
+                graph.configure()
+                graph.set_audio_frame_size(block)
+                while True:
+                    stats["graph_pulls"] += 1
+                    try:
+                        frame = sink.pull()
+                    except EOFError:
+                        break
+                    reason = _trouble(logs)  # checked before a block leaves: then the fallback costs nothing
+                    if reason is not None:
+                        break
+                    arr = frame.to_ndarray().reshape(-1)
+                    if arr.size == 0:
+                        continue
+                    if held is not None:
+                        if held.size != block:  # a short frame before the end: not expected
+                            reason = f"a short block ({held.size} samples) before the end"
+                            break
+                        yielded += 1
+                        yield held
+                    held = arr
+                    total += arr.size
+            except av.FFmpegError as e:
+                reason = f"ffmpeg error: {_ffmpeg_reason(e)}"
+            if reason is None:
+                reason = _trouble(logs)
+    finally:
+        _listen_to_ffmpeg(False)
+    declared = stats["declared_duration"]
+    if reason is None and total == 0:
+        reason = "no audio decoded"
+    if reason is None and falls_short(total / sample_rate, declared):
+        reason = f"decoded {total / sample_rate:.2f} s of {declared:.2f} s declared"
+    if reason is None:
+        stats["samples"] = total
+        assert held is not None
+        yield held
+        return
+    logger.debug("%s: fast decode handed over to the careful path: %s", path, reason)
+    if yielded:
+        raise CarefulDecodeNeeded(path, reason)
+    stats.clear()
+    yield from _stream_mono_careful(path, sample_rate, block_seconds, stats)
+
+
+def _stream_mono_careful(path: PathLike, sample_rate: int, block_seconds: float,
+                         stats: tp.Optional[tp.Dict[str, tp.Any]]) -> tp.Iterator[np.ndarray]:
+    """``stream_mono(fast=False)``: demux and decode in Python, one filter graph per input format."""
     import av
 
     block = int(round(block_seconds * sample_rate))
@@ -185,12 +366,8 @@ def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float =
         stream = _audio_stream(container, path)
         ctx = stream.codec_context
         stats.update(source_sample_rate=int(ctx.sample_rate or 0), source_channels=int(ctx.channels or 0),
-                     codec=str(ctx.name), declared_duration=None, skipped_packets=0, samples=0, graphs=0,
-                     graph_pulls=0)
-        if stream.duration is not None and stream.time_base is not None:
-            stats["declared_duration"] = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            stats["declared_duration"] = container.duration / 1_000_000
+                     codec=str(ctx.name), declared_duration=_declared_duration(container, stream),
+                     skipped_packets=0, samples=0, graphs=0, graph_pulls=0, path="careful")
 
         pending: tp.List[np.ndarray] = []
         pending_n = 0

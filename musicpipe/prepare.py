@@ -66,6 +66,13 @@ MARKER = ".done.json"
 REPORT_NAME = "prepare_report.json"
 CLIP_LEVEL = 0.999           # |x| at or above counts as clipped
 AUDIO_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}
+# Decode with FFmpeg's amovie source first (no Python per packet), falling back to the careful per-packet path on any
+# sign of trouble; the output is the same either way. MUSICPIPE_FAST_DECODE=0 turns the fast path off.
+FAST_DECODE_ENV = "MUSICPIPE_FAST_DECODE"
+
+
+def fast_decode_enabled() -> bool:
+    return os.environ.get(FAST_DECODE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 # PrepareConfig fields that change the audio written: a marker made with other values is stale.
 AUDIO_FIELDS = ("sample_rate", "segment_seconds", "min_last_segment_seconds", "min_track_seconds", "audio_format",
                 "silence_floor_db")
@@ -353,8 +360,6 @@ def _convert(job: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
         "version": PREPARE_VERSION, "track_id": tid, "file": str(track.path), "status": "ok",
         "audio_fingerprint": job["audio_fp"], "source_fingerprint": job["source_fp"],
         "meta_fingerprint": job["meta_fp"], "segments": [], "warnings": []}
-    _wipe(track_dir)
-    track_dir.mkdir(parents=True)
     stats: tp.Dict[str, tp.Any] = {}
     segments: tp.List[tp.Dict[str, tp.Any]] = []
     silent = blocks = total = clipped = 0
@@ -367,40 +372,52 @@ def _convert(job: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
         result.update(status="quarantined", reason_code=code, reason=reason, segments=[])
         return result
 
-    try:
-        for k, x in enumerate(audio.stream_mono(track.path, sr, cfg.segment_seconds, stats=stats)):
-            blocks += 1
-            n = int(x.size)
-            total += n
-            block_peak = max(float(x.max()), -float(x.min()))
-            if block_peak >= CLIP_LEVEL:
-                clipped += int(np.count_nonzero(x >= CLIP_LEVEL)) + int(np.count_nonzero(x <= -CLIP_LEVEL))
-            peak = max(peak, block_peak)
-            level = _rms_db(x)
-            if level < cfg.silence_floor_db:
-                silent += 1
-                continue
-            if n < block:  # the last, partial block
-                if k > 0 and n < cfg.min_last_segment_seconds * sr:
-                    tail_dropped = n / sr
+    for fast in ((True, False) if fast_decode_enabled() else (False,)):
+        _wipe(track_dir)  # also what a fast attempt that handed over had written
+        track_dir.mkdir(parents=True)
+        stats = {}
+        segments = []
+        silent = blocks = total = clipped = 0
+        peak = 0.0
+        tail_dropped = 0.0
+        try:
+            for k, x in enumerate(audio.stream_mono(track.path, sr, cfg.segment_seconds, stats=stats, fast=fast)):
+                blocks += 1
+                n = int(x.size)
+                total += n
+                block_peak = max(float(x.max()), -float(x.min()))
+                if block_peak >= CLIP_LEVEL:
+                    clipped += int(np.count_nonzero(x >= CLIP_LEVEL)) + int(np.count_nonzero(x <= -CLIP_LEVEL))
+                peak = max(peak, block_peak)
+                level = _rms_db(x)
+                if level < cfg.silence_floor_db:
+                    silent += 1
                     continue
-                if k == 0 and n < cfg.min_track_seconds * sr:
-                    continue  # too short: decided below
-            j = len(segments)
-            path = track_dir / f"{tid}_{j}.{ext}"
-            size = _write_segment(path, x, sr, ext)
-            seg_extra = dict(job["extra"], segment=j, start=round(k * cfg.segment_seconds, 6))
-            manifests.write_sidecar(path, job["info"], extra=seg_extra)
-            segments.append({"file": path.name, "frames": n, "duration": round(n / sr, 6),
-                             "start": round(k * cfg.segment_seconds, 6), "bytes": size,
-                             "rms_db": round(level, 2), "blake2b": _DIGESTS.pop(str(path), None)})
-    except audio.AudioDecodeError as e:
-        result.update(_stats(stats, total, sr, clipped, peak, silent, tail_dropped))
-        return quarantine("undecodable", f"undecodable: {e.reason}")
+                if n < block:  # the last, partial block
+                    if k > 0 and n < cfg.min_last_segment_seconds * sr:
+                        tail_dropped = n / sr
+                        continue
+                    if k == 0 and n < cfg.min_track_seconds * sr:
+                        continue  # too short: decided below
+                j = len(segments)
+                path = track_dir / f"{tid}_{j}.{ext}"
+                size = _write_segment(path, x, sr, ext)
+                seg_extra = dict(job["extra"], segment=j, start=round(k * cfg.segment_seconds, 6))
+                manifests.write_sidecar(path, job["info"], extra=seg_extra)
+                segments.append({"file": path.name, "frames": n, "duration": round(n / sr, 6),
+                                 "start": round(k * cfg.segment_seconds, 6), "bytes": size,
+                                 "rms_db": round(level, 2), "blake2b": _DIGESTS.pop(str(path), None)})
+        except audio.CarefulDecodeNeeded as e:  # blocks were written already: redo the track the careful way
+            logger.debug("%s", e)
+            continue
+        except audio.AudioDecodeError as e:
+            result.update(_stats(stats, total, sr, clipped, peak, silent, tail_dropped))
+            return quarantine("undecodable", f"undecodable: {e.reason}")
+        break
     result.update(_stats(stats, total, sr, clipped, peak, silent, tail_dropped))
     decoded = total / sr
     declared = stats.get("declared_duration")
-    if declared and decoded < declared - max(1.0, 0.02 * declared):
+    if audio.falls_short(decoded, declared):
         result["warnings"].append(f"decoded {decoded:.2f} s of {declared:.2f} s declared (truncated file?)")
     if stats.get("skipped_packets"):
         result["warnings"].append(f"{stats['skipped_packets']} corrupt packet(s) skipped")
