@@ -360,11 +360,6 @@ def _convert(job: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
         "version": PREPARE_VERSION, "track_id": tid, "file": str(track.path), "status": "ok",
         "audio_fingerprint": job["audio_fp"], "source_fingerprint": job["source_fp"],
         "meta_fingerprint": job["meta_fp"], "segments": [], "warnings": []}
-    stats: tp.Dict[str, tp.Any] = {}
-    segments: tp.List[tp.Dict[str, tp.Any]] = []
-    silent = blocks = total = clipped = 0
-    peak = 0.0
-    tail_dropped = 0.0
 
     def quarantine(code: str, reason: str) -> tp.Dict[str, tp.Any]:
         _wipe(track_dir)
@@ -375,8 +370,8 @@ def _convert(job: tp.Dict[str, tp.Any]) -> tp.Dict[str, tp.Any]:
     for fast in ((True, False) if fast_decode_enabled() else (False,)):
         _wipe(track_dir)  # also what a fast attempt that handed over had written
         track_dir.mkdir(parents=True)
-        stats = {}
-        segments = []
+        stats: tp.Dict[str, tp.Any] = {}
+        segments: tp.List[tp.Dict[str, tp.Any]] = []
         silent = blocks = total = clipped = 0
         peak = 0.0
         tail_dropped = 0.0
