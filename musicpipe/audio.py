@@ -126,17 +126,12 @@ def probe(path: PathLike) -> tp.Dict[str, tp.Any]:
     container = _open(path)
     try:
         stream = _audio_stream(container, path)
-        ctx = stream.codec_context
-        duration: tp.Optional[float] = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000  # AV_TIME_BASE
+        info = _source_info(container, stream)
         return {
-            "duration": duration,
-            "sample_rate": int(ctx.sample_rate or 0),
-            "channels": int(ctx.channels or 0),
-            "codec": str(ctx.name),
+            "duration": info["declared_duration"],
+            "sample_rate": info["source_sample_rate"],
+            "channels": info["source_channels"],
+            "codec": info["codec"],
             "format": str(container.format.name),
             "tags": _lower_tags(container.metadata, stream.metadata),
         }
@@ -166,13 +161,19 @@ def _converter(frame: tp.Any, sample_rate: int, frame_size: int) -> tp.Tuple[tp.
     graph = av.filter.Graph()
     src = graph.add("abuffer", sample_rate=str(frame.sample_rate), sample_fmt=frame.format.name,
                     channel_layout=frame.layout.name, time_base=f"1/{frame.sample_rate}")
+    return graph, src, _to_mono(graph, src, sample_rate, frame_size)
+
+
+def _to_mono(graph: tp.Any, src: tp.Any, sample_rate: int, frame_size: int) -> tp.Any:
+    """Finish ``graph`` after its source ``src``: -> aformat (mono float32 at ``sample_rate``) -> a sink handing out
+    frames of ``frame_size`` samples (the last shorter); configured; returns the sink."""
     fmt = graph.add("aformat", sample_fmts="flt", channel_layouts="mono", sample_rates=str(sample_rate))
     sink = graph.add("abuffersink")
     src.link_to(fmt)
     fmt.link_to(sink)
     graph.configure()
     graph.set_audio_frame_size(frame_size)
-    return graph, src, sink
+    return sink
 
 
 def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float = 10.0,
@@ -209,6 +210,20 @@ def stream_mono(path: PathLike, sample_rate: int = 32000, block_seconds: float =
         yield from _stream_mono_fast(path, sample_rate, block_seconds, stats)
     else:
         yield from _stream_mono_careful(path, sample_rate, block_seconds, stats)
+
+
+def _block_samples(block_seconds: float, sample_rate: int) -> int:
+    block = int(round(block_seconds * sample_rate))
+    if block <= 0:
+        raise ValueError(f"block_seconds * sample_rate must be at least one sample, got {block_seconds} s")
+    return block
+
+
+def _source_info(container: tp.Any, stream: tp.Any) -> tp.Dict[str, tp.Any]:
+    """The stats both decode paths report about the input: its rate, channels, codec and declared duration."""
+    ctx = stream.codec_context
+    return dict(source_sample_rate=int(ctx.sample_rate or 0), source_channels=int(ctx.channels or 0),
+                codec=str(ctx.name), declared_duration=_declared_duration(container, stream))
 
 
 def _declared_duration(container: tp.Any, stream: tp.Any) -> tp.Optional[float]:
@@ -278,16 +293,11 @@ def _stream_mono_fast(path: PathLike, sample_rate: int, block_seconds: float,
     import av
     import av.logging
 
-    block = int(round(block_seconds * sample_rate))
-    if block <= 0:
-        raise ValueError(f"block_seconds * sample_rate must be at least one sample, got {block_seconds} s")
+    block = _block_samples(block_seconds, sample_rate)
     stats = stats if stats is not None else {}
     container = _open(path)  # the careful path's errors for missing, empty, unreadable files; the stats
     try:
-        stream = _audio_stream(container, path)
-        ctx = stream.codec_context
-        info = dict(source_sample_rate=int(ctx.sample_rate or 0), source_channels=int(ctx.channels or 0),
-                    codec=str(ctx.name), declared_duration=_declared_duration(container, stream))
+        info = _source_info(container, _audio_stream(container, path))
     finally:
         container.close()
     stats.update(info, skipped_packets=0, samples=0, graphs=1, graph_pulls=0, path="amovie")
@@ -303,12 +313,7 @@ def _stream_mono_fast(path: PathLike, sample_rate: int, block_seconds: float,
                 graph = av.filter.Graph()
                 # kwargs reach FFmpeg as an options dict: no escaping of ':' or quotes in the path
                 src = graph.add("amovie", filename=str(path), streams="a:0", dec_threads="1")
-                fmt = graph.add("aformat", sample_fmts="flt", channel_layouts="mono", sample_rates=str(sample_rate))
-                sink = graph.add("abuffersink")
-                src.link_to(fmt)
-                fmt.link_to(sink)
-                graph.configure()
-                graph.set_audio_frame_size(block)
+                sink = _to_mono(graph, src, sample_rate, block)
                 while True:
                     stats["graph_pulls"] += 1
                     try:
@@ -357,17 +362,13 @@ def _stream_mono_careful(path: PathLike, sample_rate: int, block_seconds: float,
     """``stream_mono(fast=False)``: demux and decode in Python, one filter graph per input format."""
     import av
 
-    block = int(round(block_seconds * sample_rate))
-    if block <= 0:
-        raise ValueError(f"block_seconds * sample_rate must be at least one sample, got {block_seconds} s")
+    block = _block_samples(block_seconds, sample_rate)
     stats = stats if stats is not None else {}
     container = _open(path)
     try:
         stream = _audio_stream(container, path)
-        ctx = stream.codec_context
-        stats.update(source_sample_rate=int(ctx.sample_rate or 0), source_channels=int(ctx.channels or 0),
-                     codec=str(ctx.name), declared_duration=_declared_duration(container, stream),
-                     skipped_packets=0, samples=0, graphs=0, graph_pulls=0, path="careful")
+        stats.update(_source_info(container, stream), skipped_packets=0, samples=0, graphs=0, graph_pulls=0,
+                     path="careful")
 
         pending: tp.List[np.ndarray] = []
         pending_n = 0
