@@ -102,7 +102,19 @@ def check_ranks_agree(folder: Path, epochs: int) -> list:
     return history
 
 
-def test_two_nodes_train_codec_and_lm_kill_and_resume(workspace, demo_data, codec, outputs):
+@pytest.fixture
+def own_workspace(workspace, demo_data, codec, tmp_path):
+    """A workspace of this test's own holding the session's demo dataset, dset config and codec XP: the XPs trained
+    here (a second codec of synthetic_demo, an LM) must not become the session workspace's "latest"."""
+    ws = tmp_path / "shared ws"
+    shutil.copytree(paths.dataset_dir("synthetic_demo", workspace), paths.dataset_dir("synthetic_demo", ws))
+    shutil.copytree(paths.workspace_config_dir(workspace), paths.workspace_config_dir(ws))
+    shutil.copytree(paths.xp_dir(codec.sig, workspace), paths.xp_dir(codec.sig, ws), symlinks=True)
+    return ws
+
+
+def test_two_nodes_train_codec_and_lm_kill_and_resume(own_workspace, codec, outputs):
+    workspace = own_workspace  # one workspace both nodes see
     # the codec, 2 epochs on 2 nodes (its own XP: the session's codec trained on one process)
     results = finish(start_nodes("train-codec", [workspace, workspace], free_port(), "--outputs", str(outputs),
                                  "--", "label=two_nodes"))
@@ -154,7 +166,8 @@ def test_two_nodes_train_codec_and_lm_kill_and_resume(workspace, demo_data, code
     assert XP(folder=lm_folder, sig=lm_sig).record["nodes"] == 2
 
 
-def test_two_nodes_with_different_workspaces_refuse_naming_the_node(workspace, demo_data, tmp_path):
+def test_two_nodes_with_different_workspaces_refuse_naming_the_node(own_workspace, tmp_path):
+    workspace = own_workspace
     other = tmp_path / "node1 workspace"
     # node 1 has the same dataset (data and dset config), but in a workspace of its own
     shutil.copytree(paths.dataset_dir("synthetic_demo", workspace), paths.dataset_dir("synthetic_demo", other))
