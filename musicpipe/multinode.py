@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -189,18 +188,6 @@ def all_node_commands(dora_args: tp.Sequence[str], node: NodeSpec) -> tp.List[tp
 # ------------------------------------------------------------------------------------------- agreement
 
 
-def file_hash(path: PathLike, chunk: int = 1 << 20) -> str:
-    """blake2b of a file's bytes (a codec checkpoint: the same weights on every node)."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def node_facts(workspace: tp.Optional[PathLike], dataset: str, codec_checkpoint: tp.Optional[str] = None
                ) -> tp.Dict[str, tp.Any]:
     """What this node sees, to compare with every other node before training.
@@ -209,7 +196,7 @@ def node_facts(workspace: tp.Optional[PathLike], dataset: str, codec_checkpoint:
     and mtime, as the token store checks them). ``codec``: for an LM, the codec checkpoint it names and a hash of
     that file as this node reads it (``//sig/<sig>``: the XP's ``checkpoint.th``; a release: its name only).
     """
-    from musicpipe import token_cache
+    from musicpipe import download, token_cache
 
     ws = paths.workspace_root(workspace)
     facts: tp.Dict[str, tp.Any] = {"host": socket.gethostname(), "workspace": str(ws), "dataset": dataset,
@@ -224,7 +211,7 @@ def node_facts(workspace: tp.Optional[PathLike], dataset: str, codec_checkpoint:
         codec: tp.Dict[str, tp.Any] = {"ref": codec_checkpoint}
         if codec_checkpoint.startswith("//sig/"):
             ckpt = paths.xp_dir(codec_checkpoint[len("//sig/"):], ws) / "checkpoint.th"
-            codec["hash"] = file_hash(ckpt) if ckpt.is_file() else f"missing: {ckpt}"
+            codec["hash"] = download.file_hash(ckpt, "blake2b") if ckpt.is_file() else f"missing: {ckpt}"
         facts["codec"] = codec
     return facts
 
