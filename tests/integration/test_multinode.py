@@ -18,6 +18,7 @@ import pytest
 
 from musicpipe import paths, procs, training
 from musicpipe.xp import XP
+import procfs
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
@@ -70,21 +71,6 @@ def summaries(log: Path) -> list:
     return [re.sub(r" \| (duration|rtf)=[0-9.]+", "", re.sub(r"^.*?(\w+ Summary)", r"\1", line)) for line in lines]
 
 
-def trainers(marker: str) -> list:
-    """PIDs of live processes whose command line holds ``marker`` (torchrun agents and Dora trainers of one XP)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-                state = (entry / "stat").read_text().split(") ")[-1][:1]
-            except OSError:
-                continue
-            if marker in cmdline and state != "Z":
-                found.append(int(entry.name))
-    return found
-
-
 def wait_released(folder: Path, marker: str, timeout: float = 180) -> float:
     """Seconds until node 0's XP lock and node 1's lock are free and no process whose command line holds ``marker``
     is left; fails naming what is still there after ``timeout``.
@@ -92,23 +78,10 @@ def wait_released(folder: Path, marker: str, timeout: float = 180) -> float:
     Not instant: the killed launcher's torchrun gets SIGTERM (its parent-death signal) and gives its trainers
     torchrun's own grace of up to 30 s before SIGKILL; the lock goes with the last of them."""
     locks = [folder / training.LOCK_FILE, folder / training.NODE_LOCK_FILE.format(1)]
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if all(procs.holder(lock) is None for lock in locks) and not trainers(marker):
-            return time.monotonic() - start
-        time.sleep(0.5)
-    held = {lock.name: procs.holder(lock) for lock in locks}
-    left = {pid: describe(pid) for pid in trainers(marker)}
-    pytest.fail(f"{timeout:.0f} s after the kill, locks still held {held}; processes left {left}")
-
-
-def describe(pid: int) -> str:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        parent = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[1]
-        return f"parent {parent}: {cmdline[:300]}"
-    except OSError:
-        return "gone"
+    return procfs.wait_for(
+        lambda: all(procs.holder(lock) is None for lock in locks) and not procfs.matching(marker), timeout,
+        what=lambda: f"the locks and processes of the XP to go; held: {[procfs.openers(lock) for lock in locks]}, "
+                     f"left: {[(pid, procfs.cmdline(pid)) for pid in procfs.matching(marker)]}")
 
 
 def two_nodes_trained(results, what: str) -> str:

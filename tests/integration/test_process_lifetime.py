@@ -4,70 +4,19 @@ process trees, real concurrent commands)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO, run_cli
+from procfs import descendants, openers, wait_for, wait_gone
 from musicpipe import paths, procs, training
 
 pytestmark = pytest.mark.integration
-
-
-def descendants(pid: int) -> set:
-    """Every live process below ``pid`` (from /proc)."""
-    children: dict = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def openers(path: Path) -> list:
-    """``(pid, command line)`` of the processes with ``path`` open."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and any(os.readlink(fd) == str(path) for fd in (entry / "fd").iterdir()):
-                out.append((int(entry.name), (entry / "cmdline").read_text().replace("\0", " ")[:200]))
-        except OSError:
-            continue
-    return out
-
-
-def alive(pids: set) -> set:
-    out = set()
-    for pid in pids:
-        try:
-            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            out.add(pid)
-    return out
-
-
-def wait_gone(pids: set, seconds: float = 20.0) -> set:
-    deadline = time.monotonic() + seconds
-    while alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return alive(pids)
 
 
 def start(*args: str) -> tuple:
@@ -77,13 +26,6 @@ def start(*args: str) -> tuple:
     lines: list = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     return proc, lines
-
-
-def wait_for(condition, seconds: float = 300.0, what: str = "") -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_killed_prepare_leaves_no_worker_and_no_lock(tmp_path):
